@@ -1,0 +1,283 @@
+package capture_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/packetflix/packetflix/capture"
+	"github.com/packetflix/packetflix/internal/testns"
+	"golang.org/x/sys/unix"
+)
+
+type got struct {
+	iface   int
+	pktType uint8
+	ts      int64
+	length  int
+	data    []byte
+}
+
+// collector is a Sink that keeps copies of every packet.
+type collector struct {
+	mu    sync.Mutex
+	pkts  []got
+	idles int
+}
+
+func (c *collector) WritePacket(p *capture.Packet) error {
+	c.mu.Lock()
+	c.pkts = append(c.pkts, got{p.Interface, p.PktType, p.Timestamp, p.Length, bytes.Clone(p.Data)})
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *collector) Idle() error { c.mu.Lock(); c.idles++; c.mu.Unlock(); return nil }
+
+func (c *collector) snapshot() []got {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]got(nil), c.pkts...)
+}
+
+// payload is "PFTEST" + tag + seq: unique per packet and test.
+func payload(tag byte, seq int) []byte {
+	b := make([]byte, 32)
+	copy(b, "PFTEST")
+	b[6] = tag
+	binary.BigEndian.PutUint32(b[8:], uint32(seq))
+	return b
+}
+
+// udpPayload returns the UDP payload of an Ethernet/IPv4/UDP frame.
+func udpPayload(frame []byte) []byte {
+	if len(frame) < 14+20+8 || binary.BigEndian.Uint16(frame[12:]) != 0x0800 || frame[23] != 17 {
+		return nil
+	}
+	ihl := int(frame[14]&0x0f) * 4
+	return frame[14+ihl+8:]
+}
+
+type pair struct {
+	a, b *testns.NS
+}
+
+// twoHosts: a (198.18.1.1, eth0) <-veth-> b (198.18.1.2, eth0).
+func twoHosts(t *testing.T) pair {
+	a, b := testns.New(t), testns.New(t)
+	testns.Veth(t, a, "eth0", "198.18.1.1/24", b, "eth0", "198.18.1.2/24")
+	return pair{a, b}
+}
+
+func run(t *testing.T, s *capture.Session, sink capture.Sink) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, sink) }()
+	return func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(5 * time.Second):
+			t.Fatal("Run did not return within 5 s of cancel")
+			return nil
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestIntegrationVethDirectionAndBytes(t *testing.T) {
+	p := twoHosts(t)
+	s, err := capture.Open(capture.Config{NetNS: p.a.Open(), Interfaces: []string{"eth0"}, Promiscuous: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Interfaces(); len(got) != 1 || got[0].Name != "eth0" || got[0].LinkType != capture.LinkTypeEthernet {
+		t.Fatalf("interfaces = %+v", got)
+	}
+	c := &collector{}
+	stop := run(t, s, c)
+
+	ua, ub := p.a.UDP("198.18.1.1:4000"), p.b.UDP("198.18.1.2:4000")
+	const n = 50
+	for i := 0; i < n; i++ {
+		if _, err := ua.WriteToUDP(payload('A', i), &net.UDPAddr{IP: net.IPv4(198, 18, 1, 2), Port: 4000}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ub.WriteToUDP(payload('B', i), &net.UDPAddr{IP: net.IPv4(198, 18, 1, 1), Port: 4000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() (m map[string]got) {
+		m = map[string]got{}
+		for _, g := range c.snapshot() {
+			if pl := udpPayload(g.data); bytes.HasPrefix(pl, []byte("PFTEST")) {
+				k := string(pl)
+				if _, dup := m[k]; dup {
+					t.Fatalf("packet %q captured twice", pl[:12])
+				}
+				m[k] = g
+			}
+		}
+		return m
+	}
+	waitFor(t, "all packets", func() bool { return len(count()) == 2*n })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	m := count()
+	for i := 0; i < n; i++ {
+		for _, tc := range []struct {
+			tag  byte
+			want uint8
+		}{{'A', unix.PACKET_OUTGOING}, {'B', unix.PACKET_HOST}} {
+			g, ok := m[string(payload(tc.tag, i))]
+			if !ok {
+				t.Fatalf("packet %c%d missing", tc.tag, i)
+			}
+			if g.pktType != tc.want || g.iface != 0 || g.length != len(g.data) || len(g.data) != 14+20+8+32 {
+				t.Errorf("packet %c%d: pkttype %d (want %d) iface %d len %d caplen %d", tc.tag, i, g.pktType, tc.want, g.iface, g.length, len(g.data))
+			}
+		}
+	}
+	st := s.Stats()
+	if st[0].Dropped != 0 || st[0].Delivered < 2*n || st[0].Received != st[0].Delivered {
+		t.Errorf("stats %+v", st[0])
+	}
+}
+
+func TestIntegrationFilterFromFirstPacket(t *testing.T) {
+	p := twoHosts(t)
+	ua, ub := p.a.UDP("198.18.1.1:4000"), p.b.UDP("198.18.1.2:5000")
+	dst := &net.UDPAddr{IP: net.IPv4(198, 18, 1, 2), Port: 5000}
+	// Traffic is flowing before and while the ring is opened: a filter
+	// attached after bind would let some of it in.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			ua.WriteToUDP(payload('X', i), dst)
+			if i%64 == 0 {
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	_ = ub
+
+	for round := 0; round < 10; round++ {
+		s, err := capture.Open(capture.Config{NetNS: p.a.Open(), Interfaces: []string{"eth0"}, Filter: "udp port 4001"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &collector{}
+		stop := run(t, s, c)
+		time.Sleep(20 * time.Millisecond)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(c.snapshot()); n != 0 {
+			t.Fatalf("round %d: %d packets passed a filter that matches none", round, n)
+		}
+		if st := s.Stats()[0]; st.Received != 0 {
+			t.Fatalf("round %d: kernel counted %d accepted packets", round, st.Received)
+		}
+	}
+}
+
+func TestIntegrationLoopbackOnce(t *testing.T) {
+	a := testns.New(t)
+	s, err := capture.Open(capture.Config{NetNS: a.Open(), Interfaces: []string{"lo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &collector{}
+	stop := run(t, s, c)
+	u := a.UDP("127.0.0.1:4000")
+	const n = 20
+	for i := 0; i < n; i++ {
+		u.WriteToUDP(payload('L', i), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4000})
+	}
+	seen := func() int {
+		k := 0
+		for _, g := range c.snapshot() {
+			if bytes.HasPrefix(udpPayload(g.data), []byte("PFTEST")) {
+				k++
+			}
+		}
+		return k
+	}
+	waitFor(t, "loopback packets", func() bool { return seen() >= n })
+	time.Sleep(50 * time.Millisecond)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if k := seen(); k != n {
+		t.Fatalf("saw %d loopback packets, want each of %d exactly once", k, n)
+	}
+}
+
+func TestIntegrationOpenErrors(t *testing.T) {
+	a := testns.New(t)
+	a.IP("link", "add", "br0", "type", "bridge") // exists, down
+	for _, tc := range []struct {
+		name string
+		cfg  capture.Config
+		want error
+	}{
+		{"no such interface", capture.Config{Interfaces: []string{"eth9"}}, capture.ErrNoSuchInterface},
+		{"interface down", capture.Config{Interfaces: []string{"br0"}}, capture.ErrInterfaceDown},
+		{"bad filter", capture.Config{Filter: "udp prot 53"}, capture.ErrBadFilter},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.NetNS = a.Open()
+			s, err := capture.Open(tc.cfg)
+			if !errors.Is(err, tc.want) {
+				if s != nil {
+					s.Close()
+				}
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestIntegrationInterfaceRemoved(t *testing.T) {
+	p := twoHosts(t)
+	s, err := capture.Open(capture.Config{NetNS: p.a.Open(), Interfaces: []string{"eth0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background(), &collector{}) }()
+	time.Sleep(20 * time.Millisecond)
+	p.b.IP("link", "del", "eth0")
+	select {
+	case err := <-done:
+		if !errors.Is(err, capture.ErrInterfaceGone) {
+			t.Fatalf("Run = %v, want ErrInterfaceGone", err)
+		}
+		t.Log(err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not notice the interface vanished")
+	}
+}
+
+var _ = fmt.Sprint

@@ -1,0 +1,51 @@
+package capture
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Operations named in an OpError.
+const (
+	OpListInterfaces = "list-interfaces"
+	OpOpenRing       = "open-ring"
+	OpSetFilter      = "set-filter"
+	OpPromisc        = "set-promisc"
+	OpRead           = "read"
+	OpStats          = "stats"
+)
+
+// Sentinel errors for problems a user can fix or should know about; test
+// with errors.Is.
+var (
+	// ErrNoSuchInterface: a requested interface does not exist in the netns.
+	ErrNoSuchInterface = errors.New("no such network interface")
+	// ErrInterfaceDown: a requested interface exists but is not up, so the
+	// kernel would deliver nothing.
+	ErrInterfaceDown = errors.New("network interface is down")
+	// ErrNoInterfaces: an all-interfaces capture found no interface that is up.
+	ErrNoInterfaces = errors.New("no network interface is up")
+	// ErrBadFilter: the capture filter does not compile.
+	ErrBadFilter = errors.New("invalid capture filter")
+	// ErrInterfaceGone: an interface went down or was removed while
+	// capturing (the kernel reports ENETDOWN on the socket).
+	ErrInterfaceGone = errors.New("network interface went down or was removed")
+)
+
+// OpError says which operation failed, in which netns and on which
+// interface.
+type OpError struct {
+	Op        string
+	NetNS     uint64
+	Interface string
+	Err       error
+}
+
+func (e *OpError) Error() string {
+	if e.Interface == "" {
+		return fmt.Sprintf("capture %s netns=%d: %v", e.Op, e.NetNS, e.Err)
+	}
+	return fmt.Sprintf("capture %s netns=%d if=%s: %v", e.Op, e.NetNS, e.Interface, e.Err)
+}
+
+func (e *OpError) Unwrap() error { return e.Err }

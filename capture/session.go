@@ -1,0 +1,359 @@
+// Package capture is the packet capture engine: it opens one AF_PACKET
+// TPACKET_V3 ring per interface inside a network namespace, with the filter
+// attached before any packet can arrive, and feeds every packet, with its
+// interface, direction and nanosecond timestamp, to a Sink. It knows nothing
+// about HTTP or pcapng.
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/packetflix/packetflix/netnsutil"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultSnaplen is the most bytes kept of each packet unless configured.
+const DefaultSnaplen = 262144
+
+// Config says what to capture.
+type Config struct {
+	// NetNS is the namespace to capture in. Open only uses it; the caller
+	// keeps ownership and may close it once Open returns.
+	NetNS *netnsutil.NetNS
+	// Interfaces names the interfaces; empty means every interface that is
+	// up, each as its own interface in the stream.
+	Interfaces []string
+	// Filter is a tcpdump (pcap-filter(7)) expression; empty keeps all.
+	Filter string
+	// Snaplen limits the bytes kept per packet; 0 means DefaultSnaplen.
+	Snaplen int
+	// Promiscuous puts each interface into promiscuous mode for the
+	// session's lifetime.
+	Promiscuous bool
+	// Ring sizes each interface's kernel ring; zero fields take defaults.
+	Ring RingOptions
+}
+
+// Interface describes one captured interface. Its position in
+// Session.Interfaces is the Packet.Interface value of its packets.
+type Interface struct {
+	Name     string
+	Index    int    // kernel ifindex in the captured netns
+	LinkType uint16 // LINKTYPE_* of the captured bytes
+	Snaplen  int
+	Filter   string
+}
+
+// Packet is one captured packet as handed to a Sink. Data points into the
+// kernel ring and is valid only during the Sink call.
+type Packet struct {
+	Interface int   // index into Session.Interfaces
+	Timestamp int64 // Unix nanoseconds, from the kernel
+	Length    int   // length on the wire (before snaplen)
+	Data      []byte
+	// PktType is the sll_pkttype: unix.PACKET_HOST, _BROADCAST,
+	// _MULTICAST, _OTHERHOST or _OUTGOING.
+	PktType uint8
+	// VLAN tag the kernel moved out of the frame, to be put back.
+	VLANValid bool
+	VLANTPID  uint16 // 0 when the kernel did not say (means 0x8100)
+	VLANTCI   uint16
+}
+
+// Sink receives packets. WritePacket and Idle are called from one
+// goroutine per interface, concurrently. WritePacket may block, which is
+// how backpressure works: the reader stops draining, the kernel ring fills
+// and the kernel drops and counts packets. Both must return promptly once
+// the context given to Session.Run is cancelled.
+type Sink interface {
+	WritePacket(p *Packet) error
+	// Idle is called when a reader has drained its ring, a natural moment
+	// to send what is buffered.
+	Idle() error
+}
+
+// Stats are one interface's counters.
+type Stats struct {
+	// Received counts packets the filter accepted, including Dropped
+	// (the kernel's tp_packets).
+	Received uint64
+	// Dropped counts packets the kernel dropped because the ring was full.
+	Dropped uint64
+	// Delivered counts packets handed to the Sink.
+	Delivered uint64
+	// Bytes counts captured bytes handed to the Sink.
+	Bytes uint64
+}
+
+// Session is an open capture. Open it, hand it to Run once, or Close it
+// without running. Interfaces, NetNS and Stats may be called from any
+// goroutine.
+type Session struct {
+	netns  uint64
+	ifaces []Interface
+	rings  []*ring
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	final   []Stats // set when Run ends
+}
+
+// Open resolves the interfaces and opens their rings inside cfg.NetNS.
+// Packets are buffered by the kernel from the moment Open returns.
+func Open(cfg Config) (*Session, error) {
+	if cfg.NetNS == nil {
+		return nil, errors.New("capture: no netns given")
+	}
+	ino := cfg.NetNS.Inode()
+	if cfg.Snaplen <= 0 {
+		cfg.Snaplen = DefaultSnaplen
+	}
+	ro := cfg.Ring.withDefaults()
+
+	// Compile outside the namespace: libpcap takes a global lock, and the
+	// locked thread should do only the namespace-bound work. Both programs
+	// are compiled so a filter error is reported before any netns work;
+	// the one an interface needs is picked by its link type.
+	progs := map[uint16][]unix.SockFilter{}
+	var ferr error
+	for _, lt := range []uint16{LinkTypeEthernet, LinkTypeRaw} {
+		p, err := compileFilter(lt, cfg.Snaplen, cfg.Filter)
+		if err != nil {
+			if ferr == nil {
+				ferr = err
+			}
+			continue
+		}
+		progs[lt] = p
+	}
+	if len(progs) == 0 {
+		return nil, &OpError{Op: OpSetFilter, NetNS: ino, Err: ferr}
+	}
+
+	s := &Session{netns: ino}
+	err := netnsutil.Do(cfg.NetNS, func() error {
+		links, err := listLinks()
+		if err != nil {
+			return &OpError{Op: OpListInterfaces, NetNS: ino, Err: err}
+		}
+		sel, err := selectLinks(links, cfg.Interfaces, ino)
+		if err != nil {
+			return err
+		}
+		for _, l := range sel {
+			lt, st := linkTypeFor(l.hatype)
+			prog, ok := progs[lt]
+			if !ok {
+				var err error
+				if prog, err = compileFilter(lt, cfg.Snaplen, cfg.Filter); err != nil {
+					return &OpError{Op: OpSetFilter, NetNS: ino, Interface: l.name, Err: err}
+				}
+			}
+			r, err := openRing(l.index, st, prog, l.hatype == unix.ARPHRD_LOOPBACK, cfg.Promiscuous, ro)
+			if err != nil {
+				return &OpError{Op: OpOpenRing, NetNS: ino, Interface: l.name, Err: err}
+			}
+			s.rings = append(s.rings, r)
+			s.ifaces = append(s.ifaces, Interface{Name: l.name, Index: l.index, LinkType: lt, Snaplen: cfg.Snaplen, Filter: cfg.Filter})
+		}
+		return nil
+	})
+	if err != nil {
+		for _, r := range s.rings {
+			r.close()
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+// selectLinks picks the requested interfaces (all that are up when names
+// is empty), in the order requested.
+func selectLinks(links []link, names []string, ino uint64) ([]link, error) {
+	if len(names) == 0 {
+		var up []link
+		for _, l := range links {
+			if l.up {
+				up = append(up, l)
+			}
+		}
+		if len(up) == 0 {
+			return nil, &OpError{Op: OpListInterfaces, NetNS: ino, Err: ErrNoInterfaces}
+		}
+		return up, nil
+	}
+	var sel []link
+	for _, n := range names {
+		i := slices.IndexFunc(links, func(l link) bool { return l.name == n })
+		if i < 0 {
+			return nil, &OpError{Op: OpListInterfaces, NetNS: ino, Interface: n, Err: ErrNoSuchInterface}
+		}
+		if !links[i].up {
+			return nil, &OpError{Op: OpListInterfaces, NetNS: ino, Interface: n, Err: ErrInterfaceDown}
+		}
+		if !slices.ContainsFunc(sel, func(l link) bool { return l.name == n }) {
+			sel = append(sel, links[i])
+		}
+	}
+	return sel, nil
+}
+
+// NetNS returns the inode of the captured namespace.
+func (s *Session) NetNS() uint64 { return s.netns }
+
+// Interfaces returns the captured interfaces, in stream order.
+func (s *Session) Interfaces() []Interface { return s.ifaces }
+
+// statsInterval bounds how long kernel counters go unread: they are 32-bit
+// in the kernel and would wrap after 2^32 packets.
+const statsInterval = time.Second
+
+// Run reads every interface and hands packets to sink until ctx is
+// cancelled (returns nil), the sink fails (returns its error), or every
+// interface has gone (returns the first interface's error, wrapping
+// ErrInterfaceGone). When one of several interfaces goes away, the others
+// keep running. Run closes all rings before it returns; Stats then holds the
+// final counters. Run may be called only once.
+func (s *Session) Run(ctx context.Context, sink Sink) error {
+	s.mu.Lock()
+	if s.started || s.closed {
+		s.mu.Unlock()
+		return errors.New("capture: session already run or closed")
+	}
+	s.started = true
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopAll := context.AfterFunc(ctx, func() {
+		for _, r := range s.rings {
+			r.stop()
+		}
+	})
+	defer stopAll()
+
+	errs := make([]error, len(s.rings))
+	stats := make([]Stats, len(s.rings))
+	var wg sync.WaitGroup
+	for i, r := range s.rings {
+		wg.Go(func() {
+			err := s.read(r, i, sink)
+			stats[i] = r.finish()
+			if err != nil && !errors.Is(err, ErrInterfaceGone) {
+				cancel() // the sink failed: the stream is over for all
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+
+	s.mu.Lock()
+	s.final = stats
+	s.mu.Unlock()
+
+	var gone error
+	allGone := true
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			allGone = false
+		case errors.Is(err, ErrInterfaceGone):
+			if gone == nil {
+				gone = err
+			}
+		default:
+			return err
+		}
+	}
+	if allGone {
+		return gone
+	}
+	return nil
+}
+
+// read is one reader goroutine's loop.
+func (s *Session) read(r *ring, i int, sink Sink) error {
+	p := &Packet{Interface: i}
+	last := time.Now()
+	for {
+		if !r.ready(r.cur) {
+			if err := sink.Idle(); err != nil {
+				return err
+			}
+			if err := r.wait(); err != nil {
+				if errors.Is(err, errStopped) {
+					return nil
+				}
+				if errors.Is(err, unix.ENETDOWN) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
+					return &OpError{Op: OpRead, NetNS: s.netns, Interface: s.ifaces[i].Name, Err: ErrInterfaceGone}
+				}
+				return &OpError{Op: OpRead, NetNS: s.netns, Interface: s.ifaces[i].Name, Err: err}
+			}
+			// Once per wakeup, not per packet.
+			if now := time.Now(); now.Sub(last) >= statsInterval {
+				last = now
+				if err := r.readStats(); err != nil {
+					return &OpError{Op: OpStats, NetNS: s.netns, Interface: s.ifaces[i].Name, Err: err}
+				}
+			}
+			continue
+		}
+		if err := r.readBlock(p, sink); err != nil {
+			return err
+		}
+	}
+}
+
+// finish reads the final counters and closes the ring.
+func (r *ring) finish() Stats {
+	_ = r.readStats()
+	st := Stats{Received: r.kernPackets, Dropped: r.kernDrops, Delivered: r.delivered.Load(), Bytes: r.bytes.Load()}
+	r.close()
+	return st
+}
+
+// Stats returns per-interface counters: live delivery counts while running
+// (kernel counters are only final once Run has returned), final ones after.
+func (s *Session) Stats() []Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.final != nil {
+		return slices.Clone(s.final)
+	}
+	out := make([]Stats, len(s.rings))
+	for i, r := range s.rings {
+		out[i] = Stats{Delivered: r.delivered.Load(), Bytes: r.bytes.Load()}
+	}
+	return out
+}
+
+// Close releases the rings of a session that was never run. After Run it
+// does nothing: Run closes what it read.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.closed {
+		s.closed = true
+		return nil
+	}
+	s.closed = true
+	for _, r := range s.rings {
+		r.close()
+	}
+	return nil
+}
+
+// String describes the session for logs.
+func (s *Session) String() string {
+	names := make([]string, len(s.ifaces))
+	for i, f := range s.ifaces {
+		names[i] = f.Name
+	}
+	return fmt.Sprintf("netns=%d if=%v", s.netns, names)
+}

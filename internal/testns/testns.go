@@ -1,0 +1,148 @@
+// Package testns builds throwaway network namespaces, veth pairs and
+// sockets for integration tests, and tears every one of them down through
+// t.Cleanup, even when the test fails. Only _test.go files import it.
+//
+// Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking) only, and
+// traffic never leaves namespaces the test created.
+package testns
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/packetflix/packetflix/netnsutil"
+)
+
+// RequireRoot skips a test that needs root, except under CI=true, where a
+// skipped privileged test would hide a failure, so it fails instead.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root, and CI=true forbids skipping it")
+	}
+	t.Skip("needs root (run make test as root)")
+}
+
+var seq atomic.Uint32
+
+// NS is a named network namespace (/run/netns/Name) that exists until the
+// test ends.
+type NS struct {
+	Name  string
+	Inode uint64
+	t     testing.TB
+}
+
+// New creates a namespace with lo up. The name is unique per process and
+// test run.
+func New(t testing.TB) *NS {
+	t.Helper()
+	RequireRoot(t)
+	name := fmt.Sprintf("pft%d-%d", os.Getpid(), seq.Add(1))
+	Cmd(t, "ip", "netns", "add", name)
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("cleanup: ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	n := &NS{Name: name, t: t}
+	n.IP("link", "set", "lo", "up")
+	h, err := netnsutil.OpenPath("/run/netns/" + name)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", name, err)
+	}
+	n.Inode = h.Inode()
+	h.Close()
+	return n
+}
+
+// IP runs `ip -n NAME args...` and fails the test on error.
+func (n *NS) IP(args ...string) string {
+	n.t.Helper()
+	return Cmd(n.t, "ip", append([]string{"-n", n.Name}, args...)...)
+}
+
+// Open returns a handle to the namespace, closed at cleanup.
+func (n *NS) Open() *netnsutil.NetNS {
+	n.t.Helper()
+	h, err := netnsutil.OpenPath("/run/netns/" + n.Name)
+	if err != nil {
+		n.t.Fatalf("open netns %s: %v", n.Name, err)
+	}
+	n.t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// Cmd runs a command, logs it, and fails the test on error.
+func Cmd(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	t.Logf("$ %s %s", name, strings.Join(args, " "))
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Veth joins a and b by a veth pair, aIf in a with address aAddr and bIf in
+// b with bAddr (CIDR, from 198.18.0.0/15), both up. The pair is created
+// directly inside the namespaces, so nothing is left in the host's even if
+// the test dies; deleting a namespace deletes its end and thus the pair.
+func Veth(t testing.TB, a *NS, aIf, aAddr string, b *NS, bIf, bAddr string) {
+	t.Helper()
+	Cmd(t, "ip", "link", "add", aIf, "netns", a.Name, "type", "veth", "peer", "name", bIf, "netns", b.Name)
+	for _, x := range []struct {
+		ns       *NS
+		ifc, adr string
+	}{{a, aIf, aAddr}, {b, bIf, bAddr}} {
+		x.ns.IP("addr", "add", x.adr, "dev", x.ifc)
+		// No IPv6: keeps router solicitations and DAD out of exact counts.
+		Cmd(t, "ip", "netns", "exec", x.ns.Name, "sysctl", "-qw", "net.ipv6.conf."+x.ifc+".disable_ipv6=1")
+		x.ns.IP("link", "set", x.ifc, "up")
+	}
+}
+
+// UDP returns a UDP socket bound to laddr inside the namespace; it may be
+// used from any goroutine and is closed at cleanup.
+func (n *NS) UDP(laddr string) *net.UDPConn {
+	n.t.Helper()
+	h := n.Open()
+	var c *net.UDPConn
+	err := netnsutil.Do(h, func() error {
+		a, err := net.ResolveUDPAddr("udp", laddr)
+		if err != nil {
+			return err
+		}
+		c, err = net.ListenUDP("udp", a)
+		return err
+	})
+	if err != nil {
+		n.t.Fatalf("udp socket in %s on %s: %v", n.Name, laddr, err)
+	}
+	n.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Promiscuity returns the interface's promiscuity counter (IFLA_PROMISCUITY).
+func (n *NS) Promiscuity(ifc string) int {
+	n.t.Helper()
+	out := n.IP("-d", "link", "show", "dev", ifc)
+	f := strings.Fields(out)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "promiscuity" {
+			var v int
+			fmt.Sscan(f[i+1], &v)
+			return v
+		}
+	}
+	n.t.Fatalf("no promiscuity in: %s", out)
+	return -1
+}
