@@ -265,3 +265,53 @@ func unescapeMount(s string) string {
 	}
 	return b.String()
 }
+
+// CheckProcess confirms that process pid still has start time starttime
+// (field 22 of /proc/PID/stat, clock ticks since boot) and is still in the
+// namespace n. A mismatch means the reference that named pid is stale: the
+// process ended (its PID may be reused) or moved, and n may not be the
+// namespace the client meant; the error then wraps ErrStale.
+func (f *Finder) CheckProcess(n *NetNS, pid int, starttime uint64) error {
+	ino := n.Inode()
+	if pid <= 0 {
+		return opErr(OpLookup, ino, fmt.Errorf("%w: pid %d", ErrInvalid, pid))
+	}
+	st, err := f.StartTime(pid)
+	if err != nil {
+		return opErr(OpLookup, ino, fmt.Errorf("%w: process %d is gone", ErrStale, pid))
+	}
+	if st != starttime {
+		return opErr(OpLookup, ino, fmt.Errorf("%w: process %d started at %d, not %d", ErrStale, pid, st, starttime))
+	}
+	var s unix.Stat_t
+	if err := unix.Stat(filepath.Join(f.proc(), strconv.Itoa(pid), "ns", "net"), &s); err != nil ||
+		(ID{Dev: uint64(s.Dev), Ino: s.Ino}) != n.ID() {
+		return opErr(OpLookup, ino, fmt.Errorf("%w: process %d is no longer in netns %d", ErrStale, pid, ino))
+	}
+	return nil
+}
+
+// StartTime returns field 22 of /proc/PID/stat: the process start time in
+// clock ticks since boot.
+func (f *Finder) StartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(f.proc(), strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	return parseStartTime(b)
+}
+
+// parseStartTime reads field 22 of a /proc/PID/stat line. comm (field 2)
+// may hold spaces and parentheses, so fields are counted after its last ')'.
+func parseStartTime(stat []byte) (uint64, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed stat: no ')'")
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	// fields[0] is field 3 (state), so field 22 is fields[19].
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("malformed stat: %d fields after comm", len(fields))
+	}
+	return strconv.ParseUint(fields[19], 10, 64)
+}

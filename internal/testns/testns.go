@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/packetflix/packetflix/netnsutil"
 )
 
@@ -145,4 +147,36 @@ func (n *NS) Promiscuity(ifc string) int {
 	}
 	n.t.Fatalf("no promiscuity in: %s", out)
 	return -1
+}
+
+// Tun creates a tun interface (no link-layer header, ARPHRD_NONE) in the
+// namespace and keeps its file open until cleanup: without an attached
+// reader a tun has no carrier and transmits nothing.
+func (n *NS) Tun(name string) *os.File {
+	n.t.Helper()
+	h := n.Open()
+	var f *os.File
+	err := netnsutil.Do(h, func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		f = os.NewFile(uintptr(fd), "tun")
+		return nil
+	})
+	if err != nil {
+		n.t.Fatalf("tun %s in %s: %v", name, n.Name, err)
+	}
+	n.t.Cleanup(func() { f.Close() })
+	return f
 }

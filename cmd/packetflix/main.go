@@ -1,0 +1,135 @@
+// Command packetflix is the capture service: it streams live packet
+// captures from any network namespace of this host to WebSocket clients
+// (csharg, Wireshark's extcap plugin) as pcapng, speaking the Packetflix
+// service API on one port.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/packetflix/packetflix/server"
+	flag "github.com/spf13/pflag"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sys/unix"
+)
+
+// version is set by the build (make: -ldflags "-X main.version=...").
+// Without it, the module version from the build info is used.
+var version string
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "0.0.0-dev"
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "packetflix:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	fs := flag.NewFlagSet("packetflix", flag.ContinueOnError)
+	port := fs.IntP("port", "p", 5001, "TCP port to serve the API on")
+	debugLog := fs.Bool("debug", false, "log at debug level")
+	logRequests := fs.Bool("log-requests", false, "log every HTTP request")
+	logHeaders := fs.Bool("log-headers", false, "log request headers (with --log-requests)")
+	discovery := fs.String("discovery-service", "", "host name or address of the GhostWire discovery service")
+	gwPort := fs.Int("gw-port", 5000, "port of the GhostWire discovery service")
+	proxyDiscovery := fs.Bool("proxy-discovery", false, "forward /discover/... to the discovery service")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *showVersion {
+		fmt.Println(server.Name, buildVersion())
+		return nil
+	}
+	if *port < 1 || *port > 65535 {
+		return fmt.Errorf("port %d out of range 1-65535", *port)
+	}
+
+	zc := zap.NewProductionConfig()
+	zc.Encoding = "console"
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	if *debugLog {
+		zc.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
+	}
+	log, err := zc.Build()
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+
+	host, _ := os.Hostname()
+	srv := server.New(server.Config{
+		Log:              log,
+		Version:          buildVersion(),
+		NodeName:         host,
+		OS:               osName(),
+		LogRequests:      *logRequests,
+		LogHeaders:       *logHeaders,
+		DiscoveryService: *discovery,
+		GWPort:           *gwPort,
+		ProxyDiscovery:   *proxyDiscovery,
+	})
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(*port)))
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	log.Info("packetflix listening", zap.String("version", buildVersion()), zap.Int("port", *port))
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+func osName() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "Linux"
+	}
+	return unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:])
+}

@@ -1,0 +1,198 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/packetflix/packetflix/capture"
+	"github.com/packetflix/packetflix/pcapng"
+	"go.uber.org/zap"
+)
+
+// finishTimeout bounds how long a session spends sending its last buffers,
+// ISBs and close frame to a client that has stopped reading.
+const finishTimeout = 5 * time.Second
+
+const upgradeText = "Hello! This is the packetflix capture service. /capture streams packets over " +
+	"the WebSocket protocol only; please connect with a WebSocket client (ws://), " +
+	"for example csharg or its Wireshark plugin.\n"
+
+// isUpgrade reports whether r asks for a WebSocket upgrade (RFC 6455 4.2.1).
+func isUpgrade(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// handleCapture serves one capture session. Errors in the request or in
+// setting up the capture are reported after the upgrade, as a close frame
+// with code 1008 and a reason, which every WebSocket client can show (a
+// browser cannot read the body of a refused upgrade).
+func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
+	if !isUpgrade(r) {
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusUpgradeRequired)
+		_, _ = w.Write([]byte(upgradeText))
+		return
+	}
+	req, perr := parseCaptureRequest(r)
+
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		// Clients (csharg, GhostWire's UI) come from anywhere; access
+		// control belongs to the authenticating proxy in front (api.md).
+		InsecureSkipVerify: true,
+		CompressionMode:    websocket.CompressionDisabled,
+	})
+	if err != nil {
+		// Accept has already answered with an HTTP error.
+		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
+		return
+	}
+	ss := &session{id: newID(), start: time.Now()}
+	log := s.log.With(zap.String("session", ss.id))
+	if !s.register(ss) {
+		c.Close(closeFor(errShutdown))
+		return
+	}
+	defer s.unregister(ss)
+	if perr != nil {
+		code, why := closeFor(perr)
+		log.Info("capture refused", zap.String("remote", r.RemoteAddr), zap.String("reason", why))
+		c.Close(code, why)
+		return
+	}
+	log = log.With(zap.Uint64("netns", req.NetNS))
+	s.serveCapture(c, req, ss, log, r.RemoteAddr)
+}
+
+func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *session, log *zap.Logger, remote string) {
+	// connCtx ends when the client closes or the connection dies; runCtx
+	// also ends on shutdown. Writes use connCtx so that a shutting-down
+	// service can still send the ISBs and its close frame.
+	connCtx := c.CloseRead(context.Background())
+	runCtx, cancelRun := context.WithCancel(connCtx)
+	defer cancelRun()
+	stopOnShutdown := context.AfterFunc(s.base, cancelRun)
+	defer stopOnShutdown()
+
+	cs, err := s.open(req)
+	if err != nil {
+		code, why := closeFor(err)
+		log.Info("capture refused", zap.String("remote", remote), zap.String("reason", why), zap.Error(err))
+		c.Close(code, why)
+		return
+	}
+	ifaces := cs.Interfaces()
+	names := make([]string, len(ifaces))
+	for i, f := range ifaces {
+		names[i] = f.Name
+	}
+	log.Info("capture started", zap.String("remote", remote), zap.Strings("interfaces", names),
+		zap.String("filter", req.Filter), zap.Bool("promiscuous", !req.Chaste), zap.Int("snaplen", req.Snaplen))
+
+	hdr := pcapng.AppendSHB(nil, pcapng.SectionInfo{
+		OS:       s.cfg.OS,
+		UserAppl: Name + " " + s.cfg.Version,
+		Comment:  targetComment(req, cs.NetNS(), names, s.cfg.NodeName),
+	})
+	for _, f := range ifaces {
+		hdr = pcapng.AppendIDB(hdr, pcapng.Interface{
+			LinkType: f.LinkType,
+			SnapLen:  uint32(f.Snaplen),
+			Name:     f.Name,
+			Filter:   f.Filter,
+		})
+	}
+
+	st := newStream(runCtx)
+	// The header goes first through the same queue, so nothing overtakes
+	// it; the first Idle of a reader sends it.
+	st.buf = append(st.buf, hdr...)
+	sendDone := make(chan error, 1)
+	go func() {
+		sendDone <- st.send(func(b []byte) error { return c.Write(connCtx, websocket.MessageBinary, b) })
+	}()
+
+	runErr := cs.Run(runCtx, st)
+
+	// Readers have stopped: queue what is left and the ISBs, then close.
+	now := time.Now()
+	var tail []byte
+	var total capture.Stats
+	for i, x := range cs.Stats() {
+		tail = pcapng.AppendISB(tail, uint32(i), now.UnixNano(), pcapng.Stats{
+			StartTime: ss.start.UnixNano(), EndTime: now.UnixNano(),
+			Received: x.Received, HasReceived: true,
+			Dropped: x.Dropped, HasDropped: true,
+			Delivered: x.Delivered, HasDelivered: true,
+		})
+		total.Received += x.Received
+		total.Dropped += x.Dropped
+		total.Delivered += x.Delivered
+		total.Bytes += x.Bytes
+	}
+	finishCtx, cancelFinish := context.WithTimeout(connCtx, finishTimeout)
+	defer cancelFinish()
+	st.finish(finishCtx, tail)
+	sendErr := <-sendDone
+
+	if errors.Is(runErr, context.Canceled) {
+		runErr = nil
+	}
+	if runErr == nil && s.base.Err() != nil {
+		runErr = errShutdown
+	}
+	fields := []zap.Field{zap.Uint64("delivered", total.Delivered), zap.Uint64("kernel_received", total.Received),
+		zap.Uint64("kernel_dropped", total.Dropped), zap.Uint64("bytes", total.Bytes), zap.Duration("duration", now.Sub(ss.start))}
+	if connCtx.Err() != nil || sendErr != nil {
+		// The client closed (coder/websocket has already answered its
+		// close frame) or went away.
+		log.Info("capture stopped by client", append(fields, zap.NamedError("send", sendErr))...)
+		c.CloseNow()
+		return
+	}
+	code, why := closeFor(runErr)
+	log.Info("capture ended", append(fields, zap.Int("code", int(code)), zap.String("reason", why), zap.NamedError("cause", runErr))...)
+	if err := c.Close(code, why); err != nil {
+		c.CloseNow()
+	}
+}
+
+// open resolves the target and opens the capture. The netns fd is held
+// from lookup until the rings exist, so the namespace checked is the one
+// captured.
+func (s *Server) open(req *captureRequest) (*capture.Session, error) {
+	ns, err := s.cfg.Finder.OpenInode(req.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	if c := req.Container; c != nil && c.PID > 0 {
+		if err := s.cfg.Finder.CheckProcess(ns, c.PID, c.StartTime); err != nil {
+			return nil, err
+		}
+	}
+	return capture.Open(capture.Config{
+		NetNS:       ns,
+		Interfaces:  req.Interfaces,
+		Filter:      req.Filter,
+		Snaplen:     req.Snaplen,
+		Promiscuous: !req.Chaste,
+		Ring:        s.cfg.Ring,
+	})
+}

@@ -1,0 +1,82 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"github.com/packetflix/packetflix/capture"
+	"github.com/packetflix/packetflix/netnsutil"
+)
+
+// maxReason is the most bytes a close reason may have (125-byte control
+// frame payload minus the 2-byte code). A longer one makes coder/websocket
+// send no close frame at all.
+const maxReason = 123
+
+// errShutdown ends sessions when the service stops.
+var errShutdown = errors.New("service shutting down")
+
+// closeFor maps why a session ended to a close code and a reason a person
+// can act on. Only 1000, 1001, 1008 and 1011 are used: codes every strict
+// client accepts (clients.md). It relies on errors.Is/As only.
+func closeFor(err error) (websocket.StatusCode, string) {
+	var (
+		cerr *capture.OpError
+		nerr *netnsutil.OpError
+		rerr requestError
+	)
+	switch {
+	case err == nil:
+		return websocket.StatusNormalClosure, "capture ended"
+	case errors.Is(err, errShutdown):
+		return websocket.StatusGoingAway, "service shutting down"
+	case errors.As(err, &rerr):
+		return websocket.StatusPolicyViolation, truncateUTF8(string(rerr), maxReason)
+	case errors.Is(err, netnsutil.ErrInvalid) && errors.As(err, &nerr):
+		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("%d is not a valid network namespace inode", nerr.NetNS), maxReason)
+	case errors.Is(err, netnsutil.ErrNotFound) && errors.As(err, &nerr):
+		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("no network namespace with inode %d", nerr.NetNS), maxReason)
+	case errors.Is(err, netnsutil.ErrStale) && errors.As(err, &nerr):
+		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("stale container reference: %v", errors.Unwrap(nerr.Err)), maxReason)
+	case errors.Is(err, capture.ErrBadFilter):
+		return websocket.StatusPolicyViolation, truncateUTF8(innermost(err, capture.ErrBadFilter), maxReason)
+	case errors.Is(err, capture.ErrNoSuchInterface) && errors.As(err, &cerr):
+		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("no network interface %q in netns %d", cerr.Interface, cerr.NetNS), maxReason)
+	case errors.Is(err, capture.ErrInterfaceDown) && errors.As(err, &cerr):
+		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("network interface %q in netns %d is down", cerr.Interface, cerr.NetNS), maxReason)
+	case errors.Is(err, capture.ErrNoInterfaces) && errors.As(err, &cerr):
+		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("no network interface is up in netns %d", cerr.NetNS), maxReason)
+	case errors.Is(err, capture.ErrInterfaceGone) && errors.As(err, &cerr):
+		// The capture ran and ended on its own: a normal end, with what
+		// ended it.
+		return websocket.StatusNormalClosure, truncateUTF8(fmt.Sprintf("capture ended: interface %q in netns %d went down or was removed", cerr.Interface, cerr.NetNS), maxReason)
+	default:
+		return websocket.StatusInternalError, truncateUTF8("capture failed: "+err.Error(), maxReason)
+	}
+}
+
+// innermost returns the text of err from the layer that wraps sentinel,
+// e.g. "invalid capture filter: syntax error" without the operation
+// prefixes above it.
+func innermost(err, sentinel error) string {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if u := errors.Unwrap(e); u == sentinel {
+			return e.Error()
+		}
+	}
+	return sentinel.Error()
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a UTF-8
+// sequence.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

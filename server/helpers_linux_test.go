@@ -1,0 +1,252 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/packetflix/packetflix/internal/testns"
+	"github.com/packetflix/packetflix/pcapng"
+	"github.com/packetflix/packetflix/server"
+	"go.uber.org/zap/zaptest"
+)
+
+// startServer runs the API on a loopback port.
+func startServer(t *testing.T) (*server.Server, *httptest.Server) {
+	t.Helper()
+	srv := server.New(server.Config{Log: zaptest.NewLogger(t), Version: "1.2.3-test", NodeName: "testnode", OS: "Linux"})
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("server shutdown: %v", err)
+		}
+		ts.Close()
+	})
+	return srv, ts
+}
+
+// client is one capture connection whose messages are collected in the
+// background until the connection closes.
+type client struct {
+	t    *testing.T
+	c    *websocket.Conn
+	mu   sync.Mutex
+	data []byte
+	msgs int
+	done chan struct{}
+	err  error // the Read error that ended collection
+}
+
+// dial connects to /capture with query q and headers h.
+func dial(t *testing.T, ts *httptest.Server, q url.Values, h http.Header) *client {
+	t.Helper()
+	u := "ws" + strings.TrimPrefix(ts.URL, "http") + "/capture?" + q.Encode()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: h})
+	if err != nil {
+		t.Fatalf("dial %s: %v (resp %v)", u, err, resp)
+	}
+	c.SetReadLimit(4 << 20)
+	cl := &client{t: t, c: c, done: make(chan struct{})}
+	go func() {
+		defer close(cl.done)
+		for {
+			_, b, err := c.Read(context.Background())
+			if err != nil {
+				cl.mu.Lock()
+				cl.err = err
+				cl.mu.Unlock()
+				return
+			}
+			cl.mu.Lock()
+			cl.data = append(cl.data, b...)
+			cl.msgs++
+			cl.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { c.CloseNow() })
+	return cl
+}
+
+func (cl *client) bytes() []byte {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return bytes.Clone(cl.data)
+}
+
+// closeStatus waits for the server to end the session and returns its
+// close code and reason.
+func (cl *client) closeStatus() (websocket.StatusCode, string) {
+	cl.t.Helper()
+	select {
+	case <-cl.done:
+	case <-time.After(10 * time.Second):
+		cl.t.Fatal("server did not close the session within 10 s")
+	}
+	var ce websocket.CloseError
+	if !errors.As(cl.err, &ce) {
+		cl.t.Fatalf("session ended without a close frame: %v", cl.err)
+	}
+	return ce.Code, ce.Reason
+}
+
+// stop closes from the client side, as csharg does, and waits for the
+// server's answer.
+func (cl *client) stop() {
+	cl.t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- cl.c.Close(websocket.StatusNormalClosure, "done") }()
+	select {
+	case err := <-errc:
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			cl.t.Logf("client close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		cl.t.Fatal("close handshake did not finish within 10 s")
+	}
+	<-cl.done
+}
+
+// stream is a parsed capture.
+type stream struct {
+	section *pcapng.SectionInfo
+	ifaces  []pcapng.Interface
+	pkts    []*pcapng.Block
+	isbs    []*pcapng.Block
+}
+
+// parse reads every whole block of data; a block cut off at the end (the
+// stream is still running) is fine, anything else fails the test.
+func parse(t *testing.T, data []byte) *stream {
+	t.Helper()
+	r := pcapng.NewReader(bytes.NewReader(data))
+	s := &stream{}
+	for {
+		b, err := r.Next()
+		if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("stream does not parse: %v", err)
+		}
+		switch b.Type {
+		case pcapng.BlockTypeSHB:
+			s.section = b.Section
+		case pcapng.BlockTypeIDB:
+			s.ifaces = append(s.ifaces, *b.Interface)
+		case pcapng.BlockTypeEPB:
+			s.pkts = append(s.pkts, b)
+		case pcapng.BlockTypeISB:
+			s.isbs = append(s.isbs, b)
+		}
+	}
+	return s
+}
+
+// payload is "PFTEST" + tag + sequence number.
+func payload(tag byte, seq int) []byte {
+	b := make([]byte, 40)
+	copy(b, "PFTEST")
+	b[6] = tag
+	binary.BigEndian.PutUint32(b[8:], uint32(seq))
+	return b
+}
+
+// udpPayload returns the UDP payload of an Ethernet/IPv4/UDP frame.
+func udpPayload(frame []byte) []byte {
+	if len(frame) < 14+20+8 || binary.BigEndian.Uint16(frame[12:]) != 0x0800 || frame[23] != 17 {
+		return nil
+	}
+	ihl := int(frame[14]&0x0f) * 4
+	if len(frame) < 14+ihl+8 {
+		return nil
+	}
+	return frame[14+ihl+8:]
+}
+
+// ours returns the test packets in s, keyed by payload; a duplicate fails.
+func (s *stream) ours(t *testing.T) map[string]*pcapng.Block {
+	t.Helper()
+	m := map[string]*pcapng.Block{}
+	for _, b := range s.pkts {
+		pl := udpPayload(b.Data)
+		if !bytes.HasPrefix(pl, []byte("PFTEST")) {
+			continue
+		}
+		if _, dup := m[string(pl)]; dup {
+			t.Fatalf("packet %c%d appears twice", pl[6], binary.BigEndian.Uint32(pl[8:]))
+		}
+		m[string(pl)] = b
+	}
+	return m
+}
+
+// waitPackets waits until the stream holds at least n test packets.
+func (cl *client) waitPackets(n int) *stream {
+	cl.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := parse(cl.t, cl.bytes())
+		if len(s.ours(cl.t)) >= n {
+			return s
+		}
+		if time.Now().After(deadline) {
+			cl.t.Fatalf("got %d of %d test packets after 5 s", len(s.ours(cl.t)), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitLive waits until the stream header (SHB and IDBs) has arrived, which
+// the server sends once the rings are open.
+func (cl *client) waitLive() {
+	cl.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(parse(cl.t, cl.bytes()).ifaces) == 0 {
+		if time.Now().After(deadline) {
+			cl.t.Fatal("no stream header within 5 s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// send sends n test packets with tag from c to dst.
+func send(t *testing.T, c *net.UDPConn, dst string, tag byte, n int) {
+	t.Helper()
+	a, err := net.ResolveUDPAddr("udp", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if _, err := c.WriteToUDP(payload(tag, i), a); err != nil {
+			t.Fatalf("send %c%d: %v", tag, i, err)
+		}
+	}
+}
+
+// writeFile saves a stream for tshark and capinfos.
+func writeFile(t *testing.T, data []byte) string {
+	p := filepath.Join(t.TempDir(), "capture.pcapng")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var _ = testns.RequireRoot

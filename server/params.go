@@ -1,0 +1,238 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/packetflix/packetflix/capture"
+	"github.com/packetflix/packetflix/netnsutil"
+)
+
+// Limits on request parameters; beyond them a request is refused rather
+// than passed to libpcap or the JSON decoder.
+const (
+	maxFilterLen    = 8 << 10
+	maxContainerLen = 16 << 10
+	maxIfNameLen    = 15 // IFNAMSIZ - 1
+	maxInterfaces   = 256
+)
+
+// The headers csharg sends next to each query parameter; a header wins over
+// the parameter because some proxies drop query strings.
+const (
+	hdrContainer = "Clustershark-Container"
+	hdrNif       = "Clustershark-Nif"
+	hdrFilter    = "Clustershark-Filter"
+	hdrChaste    = "Clustershark-Chaste"
+)
+
+// Container is the capture target reference of api.md's container=
+// parameter. Unknown fields are ignored.
+type Container struct {
+	NetNS      uint64   `json:"netns,omitempty"`
+	PID        int      `json:"pid,omitempty"`
+	StartTime  uint64   `json:"starttime,omitempty"`
+	Name       string   `json:"name,omitempty"`
+	Prefix     *string  `json:"prefix,omitempty"`
+	Type       string   `json:"type,omitempty"`
+	NodeName   string   `json:"node-name,omitempty"`
+	Cluster    string   `json:"cluster,omitempty"`
+	Interfaces []string `json:"network-interfaces,omitempty"`
+}
+
+// captureRequest is a parsed /capture request.
+type captureRequest struct {
+	NetNS      uint64
+	Container  *Container // nil when netns= was used
+	Interfaces []string   // nil: all
+	Filter     string
+	Chaste     bool
+	Snaplen    int
+}
+
+// requestError is an error in the request itself; it closes the WebSocket
+// with 1008 and its text as the reason.
+type requestError string
+
+func (e requestError) Error() string { return string(e) }
+
+func badRequest(format string, args ...any) error {
+	return requestError(fmt.Sprintf(format, args...))
+}
+
+// param returns the header value when the header is present (even empty),
+// else the query value; ok tells whether either was present.
+func param(r *http.Request, name, header string) (v string, ok bool) {
+	if vs, ok := r.Header[header]; ok {
+		if len(vs) == 0 {
+			return "", true
+		}
+		return vs[0], true
+	}
+	q := r.URL.Query()
+	if vs, ok := q[name]; ok {
+		if len(vs) == 0 {
+			return "", true
+		}
+		return vs[0], true
+	}
+	return "", false
+}
+
+// parseCaptureRequest reads the query parameters and Clustershark-*
+// headers of a /capture request.
+func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
+	req := &captureRequest{Snaplen: capture.DefaultSnaplen}
+	q := r.URL.Query()
+
+	cjson, hasContainer := param(r, "container", hdrContainer)
+	nsText, hasNetns := q.Get("netns"), q.Has("netns")
+	switch {
+	case hasContainer && hasNetns:
+		return nil, badRequest("give either netns or container, not both")
+	case hasContainer:
+		c, err := parseContainer(cjson)
+		if err != nil {
+			return nil, err
+		}
+		req.Container = c
+		req.NetNS = c.NetNS
+		req.Interfaces = c.Interfaces
+	case hasNetns:
+		ino, err := strconv.ParseUint(strings.TrimSpace(nsText), 10, 64)
+		if err != nil {
+			return nil, badRequest("netns must be a network namespace inode number, got %q", clip(nsText, 24))
+		}
+		if err := netnsutil.ValidInode(ino); err != nil {
+			return nil, badRequest("netns %d is not a valid network namespace inode", ino)
+		}
+		req.NetNS = ino
+	default:
+		return nil, badRequest("missing netns or container parameter")
+	}
+
+	if nif, ok := param(r, "nif", hdrNif); ok {
+		ifs, err := parseNif(nif)
+		if err != nil {
+			return nil, err
+		}
+		req.Interfaces = ifs
+	} else if req.Interfaces != nil {
+		ifs, err := checkIfNames(req.Interfaces)
+		if err != nil {
+			return nil, err
+		}
+		req.Interfaces = ifs
+	}
+
+	if f, ok := param(r, "filter", hdrFilter); ok {
+		if len(f) > maxFilterLen {
+			return nil, badRequest("capture filter is longer than %d bytes", maxFilterLen)
+		}
+		req.Filter = strings.TrimSpace(f)
+	}
+	_, req.Chaste = param(r, "chaste", hdrChaste)
+
+	if s := q.Get("snaplen"); q.Has("snaplen") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > capture.DefaultSnaplen {
+			return nil, badRequest("snaplen must be a number from 1 to %d, got %q", capture.DefaultSnaplen, clip(s, 24))
+		}
+		req.Snaplen = n
+	}
+	return req, nil
+}
+
+// parseContainer decodes the container= JSON. Of the rows of api.md's
+// table, the netns forms are served here; references that need a name
+// lookup are refused clearly until discovery exists.
+func parseContainer(s string) (*Container, error) {
+	if len(s) > maxContainerLen {
+		return nil, badRequest("container reference is longer than %d bytes", maxContainerLen)
+	}
+	var c Container
+	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
+	if err := dec.Decode(&c); err != nil {
+		return nil, badRequest("container is not valid JSON: %s", clip(jsonErr(err), 60))
+	}
+	if dec.More() {
+		return nil, badRequest("container holds trailing data after the JSON object")
+	}
+	if c.PID < 0 {
+		return nil, badRequest("container pid %d is negative", c.PID)
+	}
+	if c.NetNS == 0 {
+		if c.Name != "" {
+			return nil, badRequest("container %q has no netns; lookup by name needs discovery, which is not available", clip(c.Name, 40))
+		}
+		return nil, badRequest("container reference has neither netns nor name")
+	}
+	if err := netnsutil.ValidInode(c.NetNS); err != nil {
+		return nil, badRequest("container netns %d is not a valid network namespace inode", c.NetNS)
+	}
+	return &c, nil
+}
+
+func jsonErr(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s at offset %d", se.Error(), se.Offset)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type, te.Value)
+	}
+	return err.Error()
+}
+
+// parseNif splits a slash-separated interface list (names may contain
+// commas, never slashes). Empty, "all" and "any" mean every interface.
+func parseNif(s string) ([]string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "all" || s == "any" {
+		return nil, nil
+	}
+	return checkIfNames(strings.Split(s, "/"))
+}
+
+// checkIfNames validates interface names as the kernel would
+// (dev_valid_name) and drops duplicates. "all"/"any" in a list mean every
+// interface, as csharg sends "all" when the user named none.
+func checkIfNames(names []string) ([]string, error) {
+	if len(names) > maxInterfaces {
+		return nil, badRequest("more than %d interfaces requested", maxInterfaces)
+	}
+	var out []string
+	for _, n := range names {
+		if n == "all" || n == "any" {
+			return nil, nil
+		}
+		if n == "" {
+			return nil, badRequest("empty network interface name in nif")
+		}
+		if len(n) > maxIfNameLen || n == "." || n == ".." || strings.ContainsFunc(n, func(r rune) bool {
+			return r == '/' || r == ':' || unicode.IsSpace(r) || r < 0x20
+		}) {
+			return nil, badRequest("%q is not a valid network interface name", clip(n, 20))
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// clip shortens user input quoted in an error so that reasons stay short.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return truncateUTF8(s, n) + "..."
+}

@@ -1,0 +1,162 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/packetflix/packetflix/capture"
+	"github.com/packetflix/packetflix/pcapng"
+	"golang.org/x/sys/unix"
+)
+
+// Stream buffering per session, the whole of what a session holds in user
+// space: messageBuffers buffers of messageSize bytes (one being filled, the
+// rest queued for or in the WebSocket write). Behind them only the kernel
+// rings (capture.RingOptions) hold packets; when both are full the kernel
+// drops and counts.
+const (
+	messageSize    = 64 << 10
+	messageBuffers = 4
+)
+
+// stream is the capture.Sink of one session: it encodes packets as pcapng
+// EPBs into message buffers and hands full ones to the sender. Safe for
+// concurrent use by the capture readers; the session's handler owns it and
+// its sender goroutine.
+type stream struct {
+	ctx context.Context
+
+	mu  sync.Mutex
+	buf []byte
+	pkt pcapng.Packet // scratch, guarded by mu
+
+	queue chan []byte // filled buffers, to the sender
+	free  chan []byte // sent buffers, back from the sender
+
+	queued atomic.Int64 // bytes waiting in queue (for stats)
+}
+
+func newStream(ctx context.Context) *stream {
+	s := &stream{
+		ctx:   ctx,
+		buf:   make([]byte, 0, messageSize),
+		queue: make(chan []byte, messageBuffers),
+		free:  make(chan []byte, messageBuffers),
+	}
+	for i := 1; i < messageBuffers; i++ {
+		s.free <- make([]byte, 0, messageSize)
+	}
+	return s
+}
+
+// WritePacket appends one EPB, sending the buffer first if the EPB would
+// not fit. It blocks while all buffers are in flight.
+func (s *stream) WritePacket(p *capture.Packet) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pkt = pcapng.Packet{
+		InterfaceID: uint32(p.Interface),
+		Timestamp:   p.Timestamp,
+		OrigLen:     uint32(p.Length),
+		VLANValid:   p.VLANValid,
+		VLANTPID:    p.VLANTPID,
+		VLANTCI:     p.VLANTCI,
+	}
+	s.pkt.Direction, s.pkt.Reception = direction(p.PktType)
+	if len(s.buf) > 0 && len(s.buf)+pcapng.EPBSize(&s.pkt, len(p.Data)) > messageSize {
+		if err := s.sendLocked(); err != nil {
+			return err
+		}
+	}
+	s.buf = pcapng.AppendEPB(s.buf, &s.pkt, p.Data)
+	if len(s.buf) >= messageSize {
+		return s.sendLocked()
+	}
+	return nil
+}
+
+// direction maps sll_pkttype to the EPB flags (packet(7)).
+func direction(t uint8) (pcapng.Direction, pcapng.Reception) {
+	switch t {
+	case unix.PACKET_HOST:
+		return pcapng.DirectionInbound, pcapng.ReceptionUnicast
+	case unix.PACKET_BROADCAST:
+		return pcapng.DirectionInbound, pcapng.ReceptionBroadcast
+	case unix.PACKET_MULTICAST:
+		return pcapng.DirectionInbound, pcapng.ReceptionMulticast
+	case unix.PACKET_OTHERHOST:
+		return pcapng.DirectionInbound, pcapng.ReceptionPromiscuous
+	case unix.PACKET_OUTGOING:
+		return pcapng.DirectionOutbound, pcapng.ReceptionUnspecified
+	}
+	return pcapng.DirectionUnknown, pcapng.ReceptionUnspecified
+}
+
+// Idle sends what is buffered: a reader has drained its ring, so nothing
+// is gained by waiting, and an interactive capture sees packets at once.
+// The kernel's block timeout (capture.RingOptions) bounds how long a packet
+// waits before a reader sees it.
+func (s *stream) Idle() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.buf) == 0 {
+		return nil
+	}
+	return s.sendLocked()
+}
+
+// sendLocked queues the current buffer and takes a free one.
+func (s *stream) sendLocked() error {
+	n := int64(len(s.buf))
+	select {
+	case s.queue <- s.buf:
+		s.queued.Add(n)
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+	select {
+	case b := <-s.free:
+		s.buf = b[:0]
+		return nil
+	case <-s.ctx.Done():
+		s.buf = nil
+		return s.ctx.Err()
+	}
+}
+
+// finish queues what is left plus tail (the ISBs) and closes the queue, so
+// the sender ends after writing them. The readers must have stopped; ctx
+// bounds the wait for a client that does not read.
+func (s *stream) finish(ctx context.Context, tail []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf = append(s.buf, tail...)
+	if len(s.buf) > 0 {
+		select {
+		case s.queue <- s.buf:
+			s.queued.Add(int64(len(s.buf)))
+		case <-ctx.Done():
+		}
+	}
+	s.buf = nil
+	close(s.queue)
+}
+
+// send writes queued buffers with write until the queue is closed. After a
+// write error it keeps draining (and discarding) so that finish and
+// sendLocked never block on a dead client.
+func (s *stream) send(write func([]byte) error) error {
+	var err error
+	for b := range s.queue {
+		s.queued.Add(-int64(len(b)))
+		if err == nil {
+			err = write(b)
+		}
+		select {
+		case s.free <- b[:0]:
+		default:
+		}
+	}
+	return err
+}
