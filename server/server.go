@@ -37,7 +37,7 @@ type Config struct {
 	GWPort           int
 	ProxyDiscovery   bool
 
-	Finder *netnsutil.Finder    // nil: the real /proc
+	Finder *netnsutil.Finder   // nil: the real /proc
 	Ring   capture.RingOptions // per-interface kernel ring
 }
 
