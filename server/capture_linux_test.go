@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -325,7 +326,7 @@ func checkWireshark(t *testing.T, data []byte, ifaces []string, packets int) {
 	}
 	for _, l := range lines {
 		f := strings.Split(l, "\t")
-		if !contains(ifaces, f[0]) || len(f) < 2 || f[1] == "" {
+		if !slices.Contains(ifaces, f[0]) || len(f) < 2 || f[1] == "" {
 			t.Fatalf("tshark line %q: unknown interface or no direction", l)
 		}
 	}
@@ -344,15 +345,6 @@ func checkWireshark(t *testing.T, data []byte, ifaces []string, packets int) {
 			t.Fatalf("capinfos output lacks %q:\n%s", want, info)
 		}
 	}
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func TestIntegrationConcurrentSessions(t *testing.T) {

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
@@ -39,7 +40,7 @@ func closeFor(err error) (websocket.StatusCode, string) {
 	case errors.Is(err, netnsutil.ErrNotFound) && errors.As(err, &nerr):
 		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("no network namespace with inode %d", nerr.NetNS), maxReason)
 	case errors.Is(err, netnsutil.ErrStale) && errors.As(err, &nerr):
-		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("stale container reference: %v", errors.Unwrap(nerr.Err)), maxReason)
+		return websocket.StatusPolicyViolation, truncateUTF8("stale container reference: "+strings.TrimPrefix(nerr.Err.Error(), netnsutil.ErrStale.Error()+": "), maxReason)
 	case errors.Is(err, capture.ErrBadFilter):
 		return websocket.StatusPolicyViolation, truncateUTF8(innermost(err, capture.ErrBadFilter), maxReason)
 	case errors.Is(err, capture.ErrNoSuchInterface) && errors.As(err, &cerr):

@@ -1,0 +1,161 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"reflect"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"github.com/packetflix/packetflix/capture"
+	"github.com/packetflix/packetflix/netnsutil"
+)
+
+func request(query string, hdr map[string]string) *http.Request {
+	r := httptest.NewRequest("GET", "/capture?"+query, nil)
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
+	return r
+}
+
+func Test_parseCaptureRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		query string
+		hdr   map[string]string
+		want  *captureRequest
+		err   string
+	}{
+		{name: "netns", query: "netns=4026532000",
+			want: &captureRequest{NetNS: 4026532000, Snaplen: capture.DefaultSnaplen}},
+		{name: "nif list", query: "netns=4026532000&nif=eth0/eth1,x/eth0",
+			want: &captureRequest{NetNS: 4026532000, Interfaces: []string{"eth0", "eth1,x"}, Snaplen: capture.DefaultSnaplen}},
+		{name: "nif all", query: "netns=4026532000&nif=all",
+			want: &captureRequest{NetNS: 4026532000, Snaplen: capture.DefaultSnaplen}},
+		{name: "filter chaste snaplen", query: "netns=4026532000&filter=udp+port+53&chaste=&snaplen=96",
+			want: &captureRequest{NetNS: 4026532000, Filter: "udp port 53", Chaste: true, Snaplen: 96}},
+		{name: "csharg form", query: "chaste=&container=" + url.QueryEscape(`{"netns":4026532000,"network-interfaces":["eth0"],"name":"web","type":"docker","node-name":"n1","extra":true}`) + "&nif=eth0",
+			hdr: map[string]string{
+				hdrContainer: `{"netns":4026532001,"network-interfaces":["eth0","eth1"],"name":"web","type":"docker"}`,
+				hdrNif:       "eth1", hdrChaste: "", hdrFilter: "tcp",
+			},
+			want: &captureRequest{NetNS: 4026532001, Interfaces: []string{"eth1"}, Filter: "tcp", Chaste: true, Snaplen: capture.DefaultSnaplen,
+				Container: &Container{NetNS: 4026532001, Name: "web", Type: "docker", Interfaces: []string{"eth0", "eth1"}}}},
+		{name: "container interfaces when no nif", query: "container=" + url.QueryEscape(`{"netns":4026532000,"network-interfaces":["eth3"]}`),
+			want: &captureRequest{NetNS: 4026532000, Interfaces: []string{"eth3"}, Snaplen: capture.DefaultSnaplen,
+				Container: &Container{NetNS: 4026532000, Interfaces: []string{"eth3"}}}},
+		{name: "missing", query: "", err: "missing netns or container parameter"},
+		{name: "both", query: "netns=4026532000&container=%7B%7D", err: "give either netns or container, not both"},
+		{name: "negative netns", query: "netns=-1", err: "netns must be a network namespace inode number"},
+		{name: "netns too big", query: "netns=4294967296", err: "netns 4294967296 is not a valid"},
+		{name: "empty nif element", query: "netns=4026532000&nif=eth0//eth1", err: "empty network interface name"},
+		{name: "long nif", query: "netns=4026532000&nif=abcdefghijklmnop", err: `"abcdefghijklmnop" is not a valid network interface name`},
+		{name: "snaplen words", query: "netns=4026532000&snaplen=lots", err: "snaplen must be a number"},
+		{name: "snaplen big", query: "netns=4026532000&snaplen=262145", err: "snaplen must be a number"},
+		{name: "long filter", query: "netns=4026532000&filter=" + strings.Repeat("x", maxFilterLen+1), err: "capture filter is longer than"},
+		{name: "trailing json", query: "container=" + url.QueryEscape(`{"netns":4026532000} {}`), err: "container holds trailing data"},
+		{name: "no netns no name", query: "container=" + url.QueryEscape(`{"pid":1}`), err: "container reference has neither netns nor name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseCaptureRequest(request(tc.query, tc.hdr))
+			if tc.err != "" {
+				var re requestError
+				if !errors.As(err, &re) || !strings.HasPrefix(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want request error %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got  %+v\nwant %+v", got, tc.want)
+			}
+			if (got.Container == nil) != (tc.want.Container == nil) ||
+				got.Container != nil && !reflect.DeepEqual(*got.Container, *tc.want.Container) {
+				t.Fatalf("container got %+v want %+v", got.Container, tc.want.Container)
+			}
+		})
+	}
+}
+
+func Test_closeFor(t *testing.T) {
+	long := strings.Repeat("é", 100) // 200 bytes: must be cut at a rune boundary
+	for _, tc := range []struct {
+		name   string
+		err    error
+		code   websocket.StatusCode
+		reason string
+	}{
+		{"ended", nil, 1000, "capture ended"},
+		{"shutdown", errShutdown, 1001, "service shutting down"},
+		{"request", badRequest("netns must be a number"), 1008, "netns must be a number"},
+		{"not found", &netnsutil.OpError{Op: netnsutil.OpLookup, NetNS: 4026532999, Err: netnsutil.ErrNotFound}, 1008, "no network namespace with inode 4026532999"},
+		{"stale", &netnsutil.OpError{Op: netnsutil.OpLookup, NetNS: 7, Err: fmt.Errorf("%w: process 5 is gone", netnsutil.ErrStale)}, 1008, "stale container reference: process 5 is gone"},
+		{"filter", &capture.OpError{Op: capture.OpSetFilter, NetNS: 7, Err: fmt.Errorf("%w: syntax error", capture.ErrBadFilter)}, 1008, "invalid capture filter: syntax error"},
+		{"no interface", &capture.OpError{NetNS: 7, Interface: "eth9", Err: capture.ErrNoSuchInterface}, 1008, `no network interface "eth9" in netns 7`},
+		{"down", &capture.OpError{NetNS: 7, Interface: "br0", Err: capture.ErrInterfaceDown}, 1008, `network interface "br0" in netns 7 is down`},
+		{"gone", &capture.OpError{NetNS: 7, Interface: "eth0", Err: capture.ErrInterfaceGone}, 1000, `capture ended: interface "eth0" in netns 7 went down or was removed`},
+		{"other", errors.New("boom"), 1011, "capture failed: boom"},
+		{"long", errors.New(long), 1011, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, why := closeFor(tc.err)
+			if code != tc.code || (tc.reason != "" && why != tc.reason) {
+				t.Fatalf("closeFor = %d %q, want %d %q", code, why, tc.code, tc.reason)
+			}
+			if len(why) > maxReason || !utf8.ValidString(why) {
+				t.Fatalf("reason %d bytes, valid UTF-8 %v", len(why), utf8.ValidString(why))
+			}
+		})
+	}
+}
+
+// FuzzParseCaptureRequest: no query or header reaches a panic, every
+// refusal is a request error with a reason that fits a close frame, and an
+// accepted request is within limits.
+func FuzzParseCaptureRequest(f *testing.F) {
+	f.Add("netns=4026532000&nif=eth0/eth1&filter=udp&chaste=&snaplen=96", "", "", "")
+	f.Add("container=%7B%22netns%22%3A4026532000%7D", `{"netns":1,"name":"x","prefix":""}`, "eth0", "tcp")
+	f.Add("netns=../../etc/passwd", `{"netns":-1}`, "//", "")
+	f.Add("", `{"network-interfaces":[1]}`, "all", "x")
+	f.Fuzz(func(t *testing.T, query, container, nif, filter string) {
+		r := httptest.NewRequest("GET", "/capture", nil)
+		r.URL.RawQuery = query
+		if container != "" {
+			r.Header.Set(hdrContainer, container)
+		}
+		if nif != "" {
+			r.Header.Set(hdrNif, nif)
+		}
+		if filter != "" {
+			r.Header.Set(hdrFilter, filter)
+		}
+		req, err := parseCaptureRequest(r)
+		if err != nil {
+			var re requestError
+			if !errors.As(err, &re) {
+				t.Fatalf("non-request error %T %v", err, err)
+			}
+			code, why := closeFor(err)
+			if code != websocket.StatusPolicyViolation || len(why) > maxReason {
+				t.Fatalf("close %d %q", code, why)
+			}
+			return
+		}
+		if netnsutil.ValidInode(req.NetNS) != nil || req.Snaplen < 1 || req.Snaplen > capture.DefaultSnaplen || len(req.Filter) > maxFilterLen {
+			t.Fatalf("accepted out-of-range request %+v", req)
+		}
+		for _, n := range req.Interfaces {
+			if n == "" || len(n) > maxIfNameLen || strings.ContainsAny(n, "/: \t\n") {
+				t.Fatalf("accepted interface name %q", n)
+			}
+		}
+	})
+}
