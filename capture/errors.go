@@ -20,16 +20,11 @@ const (
 var (
 	// ErrNoSuchInterface: a requested interface does not exist in the netns.
 	ErrNoSuchInterface = errors.New("no such network interface")
-	// ErrInterfaceDown: a requested interface exists but is not up, so the
-	// kernel would deliver nothing.
-	ErrInterfaceDown = errors.New("network interface is down")
-	// ErrNoInterfaces: an all-interfaces capture found no interface that is up.
-	ErrNoInterfaces = errors.New("no network interface is up")
 	// ErrBadFilter: the capture filter does not compile.
 	ErrBadFilter = errors.New("invalid capture filter")
-	// ErrInterfaceGone: an interface went down or was removed while
-	// capturing (the kernel reports ENETDOWN on the socket).
-	ErrInterfaceGone = errors.New("network interface went down or was removed")
+	// ErrInterfaceGone: an interface was removed from the netns (deleted
+	// or moved to another one) while capturing.
+	ErrInterfaceGone = errors.New("network interface vanished")
 )
 
 // OpError says which operation failed, in which netns and on which

@@ -21,7 +21,6 @@ type link struct {
 	index  int
 	name   string
 	hatype uint16 // ARPHRD_*
-	up     bool
 }
 
 // listLinks asks rtnetlink for the interfaces of the calling thread's
@@ -48,7 +47,7 @@ func listLinks() ([]link, error) {
 		if err != nil {
 			continue
 		}
-		l := link{index: int(ifi.Index), hatype: ifi.Type, up: ifi.Flags&syscall.IFF_UP != 0}
+		l := link{index: int(ifi.Index), hatype: ifi.Type}
 		for _, a := range attrs {
 			if a.Attr.Type == syscall.IFLA_IFNAME {
 				l.name = cString(a.Value)

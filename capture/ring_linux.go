@@ -74,6 +74,7 @@ type ring struct {
 	delivered              atomic.Uint64
 	bytes                  atomic.Uint64
 	sockErr                error // set by the wait callback
+	stopped                atomic.Bool
 }
 
 // openRing creates the socket in the calling thread's netns (so it must run
@@ -136,9 +137,10 @@ func openRing(ifindex int, sockType int, prog []unix.SockFilter, ignoreOutgoing,
 			return nil, fmt.Errorf("%s: %w", OpPromisc, err)
 		}
 	}
-	// Bind on a down interface does not fail; the kernel flags the socket
-	// with ENETDOWN instead.
-	if e, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); e != 0 {
+	// Bind on a down interface succeeds and flags the socket with
+	// ENETDOWN; delivery starts when the interface comes up. Clear that
+	// flag so the reader does not take it for a vanished interface.
+	if e, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); e != 0 && syscall.Errno(e) != unix.ENETDOWN {
 		return nil, fmt.Errorf("bind: %w", syscall.Errno(e))
 	}
 	// The netpoller wakes the reader when a block is retired (sk_data_ready)
@@ -169,8 +171,11 @@ func (r *ring) close() {
 	r.fd = -1
 }
 
-// stop makes a waiting reader return; safe from any goroutine.
+// stop makes a waiting reader return; safe from any goroutine. The flag is
+// set before the deadline so that a reader arming its own deadline at the
+// same time either sees the flag or has its deadline overwritten.
 func (r *ring) stop() {
+	r.stopped.Store(true)
 	if r.file != nil {
 		_ = r.file.SetReadDeadline(time.Unix(1, 0))
 	}
@@ -187,9 +192,13 @@ func (r *ring) ready(i int) bool {
 	return atomic.LoadUint32(&r.blockHdr(i).Block_status)&unix.TP_STATUS_USER != 0
 }
 
-// wait blocks until the current block is ready, the socket reports an error,
-// or stop is called (errStopped).
-func (r *ring) wait() error {
+// wait blocks until the current block is ready, the socket reports an
+// error, stop is called (errStopped) or timeout passes (errTimeout).
+func (r *ring) wait(timeout time.Duration) error {
+	_ = r.file.SetReadDeadline(time.Now().Add(timeout))
+	if r.stopped.Load() {
+		return errStopped
+	}
 	err := r.rc.Read(func(uintptr) bool {
 		if r.ready(r.cur) {
 			return true
@@ -202,7 +211,10 @@ func (r *ring) wait() error {
 	})
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return errStopped
+			if r.stopped.Load() {
+				return errStopped
+			}
+			return errTimeout
 		}
 		return err
 	}
@@ -212,7 +224,25 @@ func (r *ring) wait() error {
 	return nil
 }
 
-var errStopped = errors.New("stopped")
+var (
+	errStopped = errors.New("stopped")
+	errTimeout = errors.New("timeout")
+)
+
+// present reports whether interface index still exists with this name in
+// the socket's netns (an ioctl on a socket acts in the socket's netns, from
+// any thread).
+func (r *ring) present(index int, name string) bool {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return false
+	}
+	ifr.SetUint32(uint32(index))
+	if err := unix.IoctlIfreq(r.fd, unix.SIOCGIFNAME, ifr); err != nil {
+		return false
+	}
+	return ifr.Name() == name
+}
 
 // readBlock hands every packet of the current block to sink, returns the
 // block to the kernel and advances. p is the caller's reusable Packet, so

@@ -25,8 +25,10 @@ type Config struct {
 	// NetNS is the namespace to capture in. Open only uses it; the caller
 	// keeps ownership and may close it once Open returns.
 	NetNS *netnsutil.NetNS
-	// Interfaces names the interfaces; empty means every interface that is
-	// up, each as its own interface in the stream.
+	// Interfaces names the interfaces; empty means every interface of the
+	// netns, each as its own interface in the stream. Interfaces that are
+	// down are captured too: packets flow once they come up, as with
+	// tcpdump on Linux.
 	Interfaces []string
 	// Filter is a tcpdump (pcap-filter(7)) expression; empty keeps all.
 	Filter string
@@ -136,66 +138,71 @@ func Open(cfg Config) (*Session, error) {
 		return nil, &OpError{Op: OpSetFilter, NetNS: ino, Err: ferr}
 	}
 
-	s := &Session{netns: ino}
+	var links []link
 	err := netnsutil.Do(cfg.NetNS, func() error {
-		links, err := listLinks()
-		if err != nil {
-			return &OpError{Op: OpListInterfaces, NetNS: ino, Err: err}
-		}
-		sel, err := selectLinks(links, cfg.Interfaces, ino)
-		if err != nil {
-			return err
-		}
-		for _, l := range sel {
-			lt, st := linkTypeFor(l.hatype)
-			prog, ok := progs[lt]
-			if !ok {
-				var err error
-				if prog, err = compileFilter(lt, cfg.Snaplen, cfg.Filter); err != nil {
-					return &OpError{Op: OpSetFilter, NetNS: ino, Interface: l.name, Err: err}
-				}
-			}
-			r, err := openRing(l.index, st, prog, l.hatype == unix.ARPHRD_LOOPBACK, cfg.Promiscuous, ro)
-			if err != nil {
-				return &OpError{Op: OpOpenRing, NetNS: ino, Interface: l.name, Err: err}
-			}
-			s.rings = append(s.rings, r)
-			s.ifaces = append(s.ifaces, Interface{Name: l.name, Index: l.index, LinkType: lt, Snaplen: cfg.Snaplen, Filter: cfg.Filter})
-		}
-		return nil
+		var err error
+		links, err = listLinks()
+		return err
 	})
 	if err != nil {
+		return nil, &OpError{Op: OpListInterfaces, NetNS: ino, Err: err}
+	}
+	sel, err := selectLinks(links, cfg.Interfaces, ino)
+	if err != nil {
+		return nil, err
+	}
+
+	// One Do per interface, concurrently: setting up a ring waits for an
+	// RCU grace period in the kernel (synchronize_net in packet_set_ring,
+	// about 16 ms here), and concurrent waits overlap.
+	s := &Session{netns: ino, rings: make([]*ring, len(sel)), ifaces: make([]Interface, len(sel))}
+	errs := make([]error, len(sel))
+	var wg sync.WaitGroup
+	for i, l := range sel {
+		lt, st := linkTypeFor(l.hatype)
+		s.ifaces[i] = Interface{Name: l.name, Index: l.index, LinkType: lt, Snaplen: cfg.Snaplen, Filter: cfg.Filter}
+		prog, ok := progs[lt]
+		if !ok {
+			var err error
+			if prog, err = compileFilter(lt, cfg.Snaplen, cfg.Filter); err != nil {
+				errs[i] = &OpError{Op: OpSetFilter, NetNS: ino, Interface: l.name, Err: err}
+				continue
+			}
+		}
+		wg.Go(func() {
+			errs[i] = netnsutil.Do(cfg.NetNS, func() error {
+				r, err := openRing(l.index, st, prog, l.hatype == unix.ARPHRD_LOOPBACK, cfg.Promiscuous, ro)
+				if err != nil {
+					return &OpError{Op: OpOpenRing, NetNS: ino, Interface: l.name, Err: err}
+				}
+				s.rings[i] = r
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		for _, r := range s.rings {
-			r.close()
+			if r != nil {
+				r.close()
+			}
 		}
 		return nil, err
 	}
 	return s, nil
 }
 
-// selectLinks picks the requested interfaces (all that are up when names
-// is empty), in the order requested.
+// selectLinks picks the requested interfaces (all when names is empty), in
+// the order requested.
 func selectLinks(links []link, names []string, ino uint64) ([]link, error) {
 	if len(names) == 0 {
-		var up []link
-		for _, l := range links {
-			if l.up {
-				up = append(up, l)
-			}
-		}
-		if len(up) == 0 {
-			return nil, &OpError{Op: OpListInterfaces, NetNS: ino, Err: ErrNoInterfaces}
-		}
-		return up, nil
+		return links, nil
 	}
 	var sel []link
 	for _, n := range names {
 		i := slices.IndexFunc(links, func(l link) bool { return l.name == n })
 		if i < 0 {
 			return nil, &OpError{Op: OpListInterfaces, NetNS: ino, Interface: n, Err: ErrNoSuchInterface}
-		}
-		if !links[i].up {
-			return nil, &OpError{Op: OpListInterfaces, NetNS: ino, Interface: n, Err: ErrInterfaceDown}
 		}
 		if !slices.ContainsFunc(sel, func(l link) bool { return l.name == n }) {
 			sel = append(sel, links[i])
@@ -280,31 +287,59 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 // read is one reader goroutine's loop.
 func (s *Session) read(r *ring, i int, sink Sink) error {
 	p := &Packet{Interface: i}
+	ifc := s.ifaces[i]
+	opErr := func(op string, err error) error {
+		return &OpError{Op: op, NetNS: s.netns, Interface: ifc.Name, Err: err}
+	}
 	last := time.Now()
-	for {
-		if !r.ready(r.cur) {
-			if err := sink.Idle(); err != nil {
+	readStats := func() error {
+		if now := time.Now(); now.Sub(last) >= statsInterval {
+			last = now
+			if err := r.readStats(); err != nil {
+				return opErr(OpStats, err)
+			}
+		}
+		return nil
+	}
+	for blocks := 1; ; blocks++ {
+		if r.ready(r.cur) {
+			if err := r.readBlock(p, sink); err != nil {
 				return err
 			}
-			if err := r.wait(); err != nil {
-				if errors.Is(err, errStopped) {
-					return nil
-				}
-				if errors.Is(err, unix.ENETDOWN) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
-					return &OpError{Op: OpRead, NetNS: s.netns, Interface: s.ifaces[i].Name, Err: ErrInterfaceGone}
-				}
-				return &OpError{Op: OpRead, NetNS: s.netns, Interface: s.ifaces[i].Name, Err: err}
-			}
-			// Once per wakeup, not per packet.
-			if now := time.Now(); now.Sub(last) >= statsInterval {
-				last = now
-				if err := r.readStats(); err != nil {
-					return &OpError{Op: OpStats, NetNS: s.netns, Interface: s.ifaces[i].Name, Err: err}
+			// A reader that never waits (sustained overload) must still
+			// read the 32-bit kernel counters before they wrap.
+			if blocks%256 == 0 {
+				if err := readStats(); err != nil {
+					return err
 				}
 			}
 			continue
 		}
-		if err := r.readBlock(p, sink); err != nil {
+		if err := sink.Idle(); err != nil {
+			return err
+		}
+		err := r.wait(statsInterval)
+		switch {
+		case err == nil:
+		case errors.Is(err, errStopped):
+			return nil
+		case errors.Is(err, errTimeout):
+			// A quiet interface: the moment to notice one that vanished
+			// while down (the kernel reports nothing then).
+			if !r.present(ifc.Index, ifc.Name) {
+				return opErr(OpRead, ErrInterfaceGone)
+			}
+		case errors.Is(err, unix.ENETDOWN), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
+			// The kernel says ENETDOWN both when the interface goes down
+			// and when it is unregistered; only the second ends this
+			// reader. After a down, delivery resumes when it comes up.
+			if !r.present(ifc.Index, ifc.Name) {
+				return opErr(OpRead, ErrInterfaceGone)
+			}
+		default:
+			return opErr(OpRead, err)
+		}
+		if err := readStats(); err != nil {
 			return err
 		}
 	}

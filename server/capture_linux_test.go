@@ -287,7 +287,7 @@ func TestIntegrationEndsWithISBs(t *testing.T) {
 	cl.waitPackets(10)
 	h.b.IP("link", "del", "eth0")
 	code, why := cl.closeStatus()
-	if code != websocket.StatusNormalClosure || !strings.Contains(why, `"eth0"`) || !strings.Contains(why, "went down or was removed") {
+	if code != websocket.StatusNormalClosure || !strings.Contains(why, `"eth0"`) || !strings.Contains(why, "vanished from netns") {
 		t.Fatalf("close %d %q", code, why)
 	}
 	s := parse(t, cl.bytes())

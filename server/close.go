@@ -45,14 +45,10 @@ func closeFor(err error) (websocket.StatusCode, string) {
 		return websocket.StatusPolicyViolation, truncateUTF8(innermost(err, capture.ErrBadFilter), maxReason)
 	case errors.Is(err, capture.ErrNoSuchInterface) && errors.As(err, &cerr):
 		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("no network interface %q in netns %d", cerr.Interface, cerr.NetNS), maxReason)
-	case errors.Is(err, capture.ErrInterfaceDown) && errors.As(err, &cerr):
-		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("network interface %q in netns %d is down", cerr.Interface, cerr.NetNS), maxReason)
-	case errors.Is(err, capture.ErrNoInterfaces) && errors.As(err, &cerr):
-		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("no network interface is up in netns %d", cerr.NetNS), maxReason)
 	case errors.Is(err, capture.ErrInterfaceGone) && errors.As(err, &cerr):
 		// The capture ran and ended on its own: a normal end, with what
 		// ended it.
-		return websocket.StatusNormalClosure, truncateUTF8(fmt.Sprintf("capture ended: interface %q in netns %d went down or was removed", cerr.Interface, cerr.NetNS), maxReason)
+		return websocket.StatusNormalClosure, truncateUTF8(fmt.Sprintf("capture ended: interface %q vanished from netns %d", cerr.Interface, cerr.NetNS), maxReason)
 	default:
 		return websocket.StatusInternalError, truncateUTF8("capture failed: "+err.Error(), maxReason)
 	}

@@ -100,8 +100,7 @@ func Test_closeFor(t *testing.T) {
 		{"stale", &netnsutil.OpError{Op: netnsutil.OpLookup, NetNS: 7, Err: fmt.Errorf("%w: process 5 is gone", netnsutil.ErrStale)}, 1008, "stale container reference: process 5 is gone"},
 		{"filter", &capture.OpError{Op: capture.OpSetFilter, NetNS: 7, Err: fmt.Errorf("%w: syntax error", capture.ErrBadFilter)}, 1008, "invalid capture filter: syntax error"},
 		{"no interface", &capture.OpError{NetNS: 7, Interface: "eth9", Err: capture.ErrNoSuchInterface}, 1008, `no network interface "eth9" in netns 7`},
-		{"down", &capture.OpError{NetNS: 7, Interface: "br0", Err: capture.ErrInterfaceDown}, 1008, `network interface "br0" in netns 7 is down`},
-		{"gone", &capture.OpError{NetNS: 7, Interface: "eth0", Err: capture.ErrInterfaceGone}, 1000, `capture ended: interface "eth0" in netns 7 went down or was removed`},
+		{"gone", &capture.OpError{NetNS: 7, Interface: "eth0", Err: capture.ErrInterfaceGone}, 1000, `capture ended: interface "eth0" vanished from netns 7`},
 		{"other", errors.New("boom"), 1011, "capture failed: boom"},
 		{"long", errors.New(long), 1011, ""},
 	} {
