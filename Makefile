@@ -16,7 +16,7 @@ BUILD_DEPS := gcc libpcap-dev
 TEST_DEPS := $(BUILD_DEPS) tshark iproute2
 BENCH_DEPS := $(TEST_DEPS) tcpdump curl
 
-.PHONY: all build run test unit fuzz bench bench-harness deps-build deps-test deps-bench clean
+.PHONY: all build run test fuzz bench bench-full deps-build deps-test deps-bench clean
 
 all: build
 
@@ -48,19 +48,18 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./pcapng
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCaptureRequest$$' -fuzztime $(FUZZTIME) ./server
 
-# Benchmarks: the pcapng writer, and an end-to-end load run through the
-# real service over a veth pair (figures printed, nothing asserted).
-bench: deps-bench
+# Benchmarks (figures printed, nothing asserted): the pcapng writer, then
+# an end-to-end load run of this build over a veth pair through the shared
+# harness, next to tcpdump on the same traffic (~5 min; knobs as in
+# scripts/bench.sh, e.g. `make bench REPS=1 DUR=2s`).
+bench: build deps-bench
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pcapng
-	$(GO) test -run '^$$' -bench 'BenchmarkIntegration' -benchtime 1x -count 3 -timeout 20m ./server
+	scripts/bench.sh
 
-# The shared side-by-side harness (../shared/bench) against this build:
-# tcpdump, dumpcap and packetflix on the same veth traffic (~15 min).
-BENCH_HARNESS ?= ../shared/bench
-bench-harness: build deps-bench
-	@scripts/deps.sh tshark
-	bin/packetflix --port 5099 & pid=$$!; trap "kill $$pid" EXIT; sleep 0.5; \
-	  cd $(BENCH_HARNESS) && OUT=$(CURDIR)/out/bench ./run.sh 5099
+# The harness's full default run (every size, rate and reference tool,
+# bad-input probes; ~15 min).
+bench-full: build deps-bench
+	REPS=3 DUR=5s SIZES="64 1400" RATES="50000 100000 200000 0" REFS="tcpdump dumpcap dumpcap-pipe" PROBES=1 scripts/bench.sh
 
 clean:
 	rm -rf bin out

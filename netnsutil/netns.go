@@ -267,8 +267,8 @@ func unescapeMount(s string) string {
 }
 
 // CheckProcess confirms that process pid still has start time starttime
-// (field 22 of /proc/PID/stat, clock ticks since boot) and is still in the
-// namespace n. A mismatch means the reference that named pid is stale: the
+// (field 22 of /proc/PID/stat, clock ticks since boot; 0 means unknown and
+// is not compared) and is still in the namespace n. A mismatch means the reference that named pid is stale: the
 // process ended (its PID may be reused) or moved, and n may not be the
 // namespace the client meant; the error then wraps ErrStale.
 func (f *Finder) CheckProcess(n *NetNS, pid int, starttime uint64) error {
@@ -280,7 +280,7 @@ func (f *Finder) CheckProcess(n *NetNS, pid int, starttime uint64) error {
 	if err != nil {
 		return opErr(OpLookup, ino, fmt.Errorf("%w: process %d is gone", ErrStale, pid))
 	}
-	if st != starttime {
+	if starttime != 0 && st != starttime {
 		return opErr(OpLookup, ino, fmt.Errorf("%w: process %d started at %d, not %d", ErrStale, pid, st, starttime))
 	}
 	var s unix.Stat_t
