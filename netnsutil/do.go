@@ -42,7 +42,17 @@ func Do(target *NetNS, fn func() error) error {
 			errc <- opErr(OpSetns, target.id.Ino, err)
 			return
 		}
+		// If fn never returns (runtime.Goexit, as t.Fatal does), the
+		// caller still gets an answer and the thread, still locked and
+		// possibly in target, dies with the goroutine.
+		returned := false
+		defer func() {
+			if !returned {
+				errc <- opErr(OpSetns, target.id.Ino, errors.New("function run in netns did not return"))
+			}
+		}()
 		ferr := fn()
+		returned = true
 		if err := netns.Set(orig); err != nil {
 			// From here the thread must not be released: it stays locked and
 			// dies with this goroutine.

@@ -17,6 +17,21 @@ import (
 
 var seq atomic.Uint32
 
+// homeNetns is the netns this test process started in. It is read during
+// package initialization, before any test can have left a thread, the main
+// thread included, in another netns; /proc/self/ns/net read later shows
+// only the main thread's current netns.
+var homeNetns, homeErr = os.Readlink("/proc/self/ns/net")
+
+// home returns homeNetns.
+func home(t testing.TB) string {
+	t.Helper()
+	if homeErr != nil {
+		t.Fatalf("readlink /proc/self/ns/net at start: %v", homeErr)
+	}
+	return homeNetns
+}
+
 // addNetNS creates /run/netns/NAME like testns.New, but its cleanup
 // tolerates the test having deleted the name already: the tests below remove
 // the bind mount to leave a netns held only by a process or thread.
@@ -119,11 +134,11 @@ func selfNetns(t testing.TB) string {
 	return l
 }
 
-// threadsOutside returns the threads of this process whose netns is not the
-// main thread's.
+// threadsOutside returns the threads of this process, the main thread
+// included, whose netns is not the one the process started in.
 func threadsOutside(t testing.TB) []string {
 	t.Helper()
-	self := selfNetns(t)
+	want := home(t)
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		t.Fatalf("list threads: %v", err)
@@ -131,7 +146,7 @@ func threadsOutside(t testing.TB) []string {
 	var bad []string
 	for _, tk := range tasks {
 		// A thread may exit between ReadDir and Readlink; that is fine.
-		if l, err := os.Readlink("/proc/self/task/" + tk.Name() + "/ns/net"); err == nil && l != self {
+		if l, err := os.Readlink("/proc/self/task/" + tk.Name() + "/ns/net"); err == nil && l != want {
 			bad = append(bad, tk.Name()+"="+l)
 		}
 	}
@@ -139,15 +154,15 @@ func threadsOutside(t testing.TB) []string {
 }
 
 // checkThreadHome fails if thread tid of this process still exists and is
-// not in the main thread's netns. A thread that is gone is fine: that is
-// what Do does with a thread it cannot restore.
+// not in the netns the process started in. A thread that is gone is fine:
+// that is what Do does with a thread it cannot restore.
 func checkThreadHome(t testing.TB, tid int) {
 	t.Helper()
 	l, err := os.Readlink(fmt.Sprintf("/proc/self/task/%d/ns/net", tid))
 	if err != nil {
 		return
 	}
-	if self := selfNetns(t); l != self {
-		t.Errorf("thread %d left in %s, want %s", tid, l, self)
+	if want := home(t); l != want {
+		t.Errorf("thread %d left in %s, want %s", tid, l, want)
 	}
 }

@@ -79,8 +79,8 @@ func ValidInode(ino uint64) error {
 
 // OpenInode finds the network namespace with inode ino and opens it. It looks
 // at nsfs bind mounts (such as /run/netns/NAME) first, then at the namespaces
-// of all processes, then of all threads, so namespaces without any process
-// are found as well as those of containers.
+// of all processes, then of all threads, then at open fds, so namespaces
+// without any process are found as well as those of containers.
 func (f *Finder) OpenInode(ino uint64) (*NetNS, error) {
 	if err := ValidInode(ino); err != nil {
 		return nil, opErr(OpLookup, ino, err)
@@ -124,6 +124,20 @@ func (f *Finder) OpenInode(ino uint64) (*NetNS, error) {
 				continue
 			}
 			path := filepath.Join(proc, pid, "task", tid, "ns", "net")
+			if l, err := os.Readlink(path); err == nil && l == want {
+				if n, err := openChecked(path, ino); err == nil {
+					return n, nil
+				}
+			}
+		}
+	}
+	// Last, and most costly: a namespace kept alive only by an open fd
+	// (a runtime holding it for a container it is about to start).
+	for _, pid := range pids {
+		dir := filepath.Join(proc, pid, "fd")
+		fds, _ := listPIDs(dir)
+		for _, fd := range fds {
+			path := filepath.Join(dir, fd)
 			if l, err := os.Readlink(path); err == nil && l == want {
 				if n, err := openChecked(path, ino); err == nil {
 					return n, nil

@@ -310,10 +310,12 @@ func TestFinderFakeProc(t *testing.T) {
 			{name: "pid zero", pid: 0, st: 98765, want: ErrInvalid},
 			{name: "pid negative", pid: -1, st: 98765, want: ErrInvalid},
 			{name: "no such process", pid: 124, st: 98765, want: ErrStale},
+			{name: "no such process, start time unknown", pid: 124, st: 0, want: ErrStale},
 			{name: "other start time", pid: 123, st: 98764, want: ErrStale},
 			// The start time matches but ns/net does not lead to an nsfs
 			// file with n's (dev, ino).
 			{name: "ns link does not resolve", pid: 123, st: 98765, want: ErrStale},
+			{name: "ns link does not resolve, start time unknown", pid: 123, st: 0, want: ErrStale},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

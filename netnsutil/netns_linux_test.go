@@ -267,9 +267,13 @@ func TestIntegrationCheckProcess(t *testing.T) {
 	}{
 		{name: "same process", pid: p.Pid(), st: st},
 		{name: "other start time", pid: p.Pid(), st: st + 1, want: netnsutil.ErrStale},
-		{name: "start time zero", pid: p.Pid(), st: 0, want: netnsutil.ErrStale},
+		// 0 means the client did not know the start time: only the netns
+		// is checked.
+		{name: "start time unknown", pid: p.Pid(), st: 0},
 		{name: "process in another netns", pid: os.Getpid(), st: self, want: netnsutil.ErrStale},
+		{name: "start time unknown, another netns", pid: os.Getpid(), st: 0, want: netnsutil.ErrStale},
 		{name: "exited process", pid: gone.Process.Pid, st: goneSt, want: netnsutil.ErrStale},
+		{name: "start time unknown, exited process", pid: gone.Process.Pid, st: 0, want: netnsutil.ErrStale},
 		{name: "pid zero", pid: 0, st: st, want: netnsutil.ErrInvalid},
 	}
 	for _, tt := range tests {
