@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -63,10 +64,13 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
 		return
 	}
+	hijacked(r)
 	ss := &session{id: newID(), start: time.Now()}
 	log := s.log.With(zap.String("session", ss.id))
-	if !s.register(ss) {
-		c.Close(closeFor(errShutdown))
+	if err := s.register(ss); err != nil {
+		code, why := closeFor(err)
+		log.Info("capture refused", zap.String("remote", r.RemoteAddr), zap.String("reason", why))
+		c.Close(code, why)
 		return
 	}
 	defer s.unregister(ss)
@@ -81,13 +85,14 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *session, log *zap.Logger, remote string) {
-	// connCtx ends when the client closes or the connection dies; runCtx
-	// also ends on shutdown. Writes use connCtx so that a shutting-down
-	// service can still send the ISBs and its close frame.
+	// connCtx ends when the client closes or the connection dies. runCtx
+	// also ends on shutdown, when the netns vanishes or the client stops
+	// answering; its cause says which. Writes use connCtx, so that a
+	// session ended by the service can still send its ISBs and close frame.
 	connCtx := c.CloseRead(context.Background())
-	runCtx, cancelRun := context.WithCancel(connCtx)
-	defer cancelRun()
-	stopOnShutdown := context.AfterFunc(s.base, cancelRun)
+	runCtx, cancelRun := context.WithCancelCause(connCtx)
+	defer cancelRun(nil)
+	stopOnShutdown := context.AfterFunc(s.base, func() { cancelRun(errShutdown) })
 	defer stopOnShutdown()
 
 	cs, err := s.open(req)
@@ -97,13 +102,15 @@ func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *sessio
 		c.Close(code, why)
 		return
 	}
+	s.watch(ss, cs.NetNS(), cancelRun)
 	ifaces := cs.Interfaces()
 	names := make([]string, len(ifaces))
 	for i, f := range ifaces {
 		names[i] = f.Name
 	}
 	log.Info("capture started", zap.String("remote", remote), zap.Strings("interfaces", names),
-		zap.String("filter", req.Filter), zap.Bool("promiscuous", !req.Chaste), zap.Int("snaplen", req.Snaplen))
+		zap.String("filter", req.Filter), zap.Bool("promiscuous", !req.Chaste), zap.Int("snaplen", req.Snaplen),
+		zap.Duration("setup", time.Since(ss.start)))
 
 	hdr := pcapng.AppendSHB(nil, pcapng.SectionInfo{
 		OS:       s.cfg.OS,
@@ -125,7 +132,16 @@ func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *sessio
 	st.buf = append(st.buf, hdr...)
 	sendDone := make(chan error, 1)
 	go func() {
-		sendDone <- st.send(func(b []byte) error { return c.Write(connCtx, websocket.MessageBinary, b) })
+		sendDone <- st.send(sender{
+			write: func(b []byte) error { return c.Write(connCtx, websocket.MessageBinary, b) },
+			ping: func() error {
+				ctx, cancel := context.WithTimeout(connCtx, s.cfg.ClientTimeout/2)
+				defer cancel()
+				return c.Ping(ctx)
+			},
+			idle: s.cfg.ClientTimeout / 2,
+			fail: func(err error) { cancelRun(fmt.Errorf("%w: %w", errClientGone, err)) },
+		})
 	}()
 
 	runErr := cs.Run(runCtx, st)
@@ -151,18 +167,20 @@ func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *sessio
 	st.finish(finishCtx, tail)
 	sendErr := <-sendDone
 
-	if errors.Is(runErr, context.Canceled) {
-		runErr = nil
-	}
-	if runErr == nil && s.base.Err() != nil {
-		runErr = errShutdown
+	// Why the session ended: what stopped the readers, else the cause of
+	// runCtx (shutdown, vanished netns, silent client).
+	if runErr == nil || errors.Is(runErr, context.Canceled) {
+		runErr = context.Cause(runCtx)
+		if errors.Is(runErr, context.Canceled) {
+			runErr = nil
+		}
 	}
 	fields := []zap.Field{zap.Uint64("delivered", total.Delivered), zap.Uint64("kernel_received", total.Received),
 		zap.Uint64("kernel_dropped", total.Dropped), zap.Uint64("bytes", total.Bytes), zap.Duration("duration", now.Sub(ss.start))}
-	if connCtx.Err() != nil || sendErr != nil {
+	if connCtx.Err() != nil || sendErr != nil || errors.Is(runErr, errClientGone) {
 		// The client closed (coder/websocket has already answered its
-		// close frame) or went away.
-		log.Info("capture stopped by client", append(fields, zap.NamedError("send", sendErr))...)
+		// close frame), went away or stopped answering.
+		log.Info("capture stopped by client", append(fields, zap.NamedError("send", sendErr), zap.NamedError("cause", runErr))...)
 		c.CloseNow()
 		return
 	}
@@ -185,6 +203,17 @@ func (s *Server) open(req *captureRequest) (*capture.Session, error) {
 	if c := req.Container; c != nil && c.PID > 0 {
 		if err := s.cfg.Finder.CheckProcess(ns, c.PID, c.StartTime); err != nil {
 			return nil, err
+		}
+	}
+	if s.cfg.DenyHostNetNS {
+		self, err := s.cfg.Finder.Self()
+		if err != nil {
+			return nil, err
+		}
+		same := self.ID() == ns.ID()
+		self.Close()
+		if same {
+			return nil, errHostNetNS
 		}
 	}
 	return capture.Open(capture.Config{

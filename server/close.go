@@ -16,8 +16,14 @@ import (
 // send no close frame at all.
 const maxReason = 123
 
-// errShutdown ends sessions when the service stops.
-var errShutdown = errors.New("service shutting down")
+// Reasons a session ends that the server itself decides.
+var (
+	errShutdown   = errors.New("service shutting down")
+	errTooMany    = errors.New("too many capture sessions")
+	errHostNetNS  = errors.New("capturing the service's own network namespace is not allowed (--deny-host-netns)")
+	errNetNSGone  = errors.New("network namespace vanished")
+	errClientGone = errors.New("client stopped answering")
+)
 
 // closeFor maps why a session ended to a close code and a reason a person
 // can act on. Only 1000, 1001, 1008 and 1011 are used: codes every strict
@@ -33,6 +39,12 @@ func closeFor(err error) (websocket.StatusCode, string) {
 		return websocket.StatusNormalClosure, "capture ended"
 	case errors.Is(err, errShutdown):
 		return websocket.StatusGoingAway, "service shutting down"
+	case errors.Is(err, errTooMany):
+		return websocket.StatusPolicyViolation, "too many capture sessions, try again later"
+	case errors.Is(err, errHostNetNS):
+		return websocket.StatusPolicyViolation, errHostNetNS.Error()
+	case errors.Is(err, errNetNSGone):
+		return websocket.StatusNormalClosure, truncateUTF8("capture ended: "+err.Error(), maxReason)
 	case errors.As(err, &rerr):
 		return websocket.StatusPolicyViolation, truncateUTF8(string(rerr), maxReason)
 	case errors.Is(err, netnsutil.ErrInvalid) && errors.As(err, &nerr):

@@ -21,14 +21,22 @@ import (
 	"github.com/packetflix/packetflix/internal/testns"
 	"github.com/packetflix/packetflix/pcapng"
 	"github.com/packetflix/packetflix/server"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
 
-// startServer runs the API on a loopback port.
-func startServer(t *testing.T) (*server.Server, *httptest.Server) {
+// startServer runs the API on a loopback port, configured as cmd/packetflix
+// does; opts adjust the Config.
+func startServer(t *testing.T, opts ...func(*server.Config)) (*server.Server, *httptest.Server) {
 	t.Helper()
-	srv := server.New(server.Config{Log: zaptest.NewLogger(t), Version: "1.2.3-test", NodeName: "testnode", OS: "Linux"})
-	ts := httptest.NewServer(srv.Handler())
+	cfg := server.Config{Log: zaptest.NewLogger(t), Version: "1.2.3-test", NodeName: "testnode", OS: "Linux"}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv := server.New(cfg)
+	ts := httptest.NewUnstartedServer(nil)
+	srv.Configure(ts.Config)
+	ts.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -250,3 +258,5 @@ func writeFile(t *testing.T, data []byte) string {
 }
 
 var _ = testns.RequireRoot
+
+func testLogger(t *testing.T) *zap.Logger { return zaptest.NewLogger(t) }

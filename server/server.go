@@ -39,7 +39,31 @@ type Config struct {
 
 	Finder *netnsutil.Finder   // nil: the real /proc
 	Ring   capture.RingOptions // per-interface kernel ring
+
+	// MaxSessions caps concurrent capture sessions; 0 means
+	// DefaultMaxSessions. Each holds a kernel ring per interface.
+	MaxSessions int
+	// ClientTimeout bounds how long a client that has vanished without a
+	// close (network silent, host gone) keeps its session: TCP keepalive
+	// and TCP_USER_TIMEOUT on the connection, and a WebSocket ping on
+	// idle sessions. 0 means DefaultClientTimeout.
+	ClientTimeout time.Duration
+	// AuthToken, when set, is required as "Authorization: Bearer <token>"
+	// on every endpoint except /version.
+	AuthToken string
+	// DenyHostNetNS refuses captures from the service's own network
+	// namespace (the host's, when it runs with host networking).
+	DenyHostNetNS bool
+	// NetNSCheckInterval is how often sessions check that their network
+	// namespace still has a process or bind mount; 0 means 2 s.
+	NetNSCheckInterval time.Duration
 }
+
+// Defaults for Config.
+const (
+	DefaultMaxSessions   = 64
+	DefaultClientTimeout = 30 * time.Second
+)
 
 // Server serves the Packetflix API. Handler may be used by any number of
 // goroutines; Shutdown ends every capture session.
@@ -54,6 +78,8 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	wg       sync.WaitGroup
+
+	watcherDone chan struct{}
 }
 
 // New returns a Server.
@@ -67,25 +93,41 @@ func New(cfg Config) *Server {
 	if cfg.Version == "" {
 		cfg.Version = "0.0.0-dev"
 	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.ClientTimeout <= 0 {
+		cfg.ClientTimeout = DefaultClientTimeout
+	}
+	if cfg.NetNSCheckInterval <= 0 {
+		cfg.NetNSCheckInterval = 2 * time.Second
+	}
 	s := &Server{cfg: cfg, log: cfg.Log, mux: http.NewServeMux(), sessions: map[string]*session{}}
 	s.base, s.shutdown = context.WithCancel(context.Background())
+	s.watcherDone = make(chan struct{})
+	go s.watchNetNS(cfg.NetNSCheckInterval)
 	s.mux.HandleFunc("GET /version", s.handleVersion)
 	s.mux.HandleFunc("/capture", s.handleCapture)
 	return s
 }
 
-// Handler returns the HTTP handler of the API.
+// Handler returns the HTTP handler of the API. Prefer Configure, which
+// also sets the connection limits and timeouts the handler relies on.
 func (s *Server) Handler() http.Handler {
+	var h http.Handler = s.mux
+	if s.cfg.AuthToken != "" {
+		h = s.authenticate(h)
+	}
 	if !s.cfg.LogRequests {
-		return s.mux
+		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fields := []zap.Field{zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.String("remote", r.RemoteAddr)}
 		if s.cfg.LogHeaders {
-			fields = append(fields, zap.Any("headers", r.Header))
+			fields = append(fields, zap.Any("headers", redactHeaders(r.Header)))
 		}
 		s.log.Info("request", fields...)
-		s.mux.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	})
 }
 
@@ -101,17 +143,25 @@ func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
 type session struct {
 	id    string
 	start time.Time
+	// Set once the capture runs, under Server.mu.
+	netns  uint64
+	cancel context.CancelCauseFunc
+	misses int // owned by watchNetNS
 }
 
-func (s *Server) register(ss *session) bool {
+// register adds a session, or says why it cannot be added.
+func (s *Server) register(ss *session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.base.Err() != nil {
-		return false
+		return errShutdown
+	}
+	if len(s.sessions) >= s.cfg.MaxSessions {
+		return errTooMany
 	}
 	s.sessions[ss.id] = ss
 	s.wg.Add(1)
-	return true
+	return nil
 }
 
 func (s *Server) unregister(ss *session) {
@@ -137,7 +187,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdown()
 	s.mu.Unlock()
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.wg.Wait(); <-s.watcherDone; close(done) }()
 	select {
 	case <-done:
 		return nil

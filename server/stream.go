@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/packetflix/packetflix/capture"
 	"github.com/packetflix/packetflix/pcapng"
@@ -143,20 +144,53 @@ func (s *stream) finish(ctx context.Context, tail []byte) {
 	close(s.queue)
 }
 
-// send writes queued buffers with write until the queue is closed. After a
-// write error it keeps draining (and discarding) so that finish and
-// sendLocked never block on a dead client.
-func (s *stream) send(write func([]byte) error) error {
+// sender is how the stream reaches its client.
+type sender struct {
+	write func([]byte) error
+	// ping checks an idle client; it runs after idle without a message.
+	ping func() error
+	idle time.Duration
+	// fail is told the first write or ping error, to end the session.
+	fail func(error)
+}
+
+// send writes queued buffers until the queue is closed. After an error it
+// keeps draining (and discarding) so that finish and sendLocked never
+// block on a dead client.
+func (s *stream) send(to sender) error {
 	var err error
-	for b := range s.queue {
-		s.queued.Add(-int64(len(b)))
+	fail := func(e error) {
 		if err == nil {
-			err = write(b)
-		}
-		select {
-		case s.free <- b[:0]:
-		default:
+			err = e
+			to.fail(e)
 		}
 	}
-	return err
+	t := time.NewTimer(to.idle)
+	defer t.Stop()
+	for {
+		select {
+		case b, ok := <-s.queue:
+			if !ok {
+				return err
+			}
+			s.queued.Add(-int64(len(b)))
+			if err == nil {
+				if e := to.write(b); e != nil {
+					fail(e)
+				}
+			}
+			select {
+			case s.free <- b[:0]:
+			default:
+			}
+			t.Reset(to.idle)
+		case <-t.C:
+			if err == nil {
+				if e := to.ping(); e != nil {
+					fail(e)
+				}
+			}
+			t.Reset(to.idle)
+		}
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -54,6 +55,10 @@ func run() error {
 	discovery := fs.String("discovery-service", "", "host name or address of the GhostWire discovery service")
 	gwPort := fs.Int("gw-port", 5000, "port of the GhostWire discovery service")
 	proxyDiscovery := fs.Bool("proxy-discovery", false, "forward /discover/... to the discovery service")
+	maxSessions := fs.Int("max-sessions", server.DefaultMaxSessions, "most concurrent capture sessions")
+	clientTimeout := fs.Duration("client-timeout", server.DefaultClientTimeout, "end a session whose client stopped answering after this long")
+	authTokenFile := fs.String("auth-token-file", "", "file holding a token that clients must send as \"Authorization: Bearer <token>\"")
+	denyHostNetNS := fs.Bool("deny-host-netns", false, "refuse captures from the service's own network namespace")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -81,6 +86,20 @@ func run() error {
 	}
 	defer log.Sync()
 
+	var token string
+	if *authTokenFile != "" {
+		b, err := os.ReadFile(*authTokenFile)
+		if err != nil {
+			return fmt.Errorf("auth token: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return fmt.Errorf("auth token file %s is empty", *authTokenFile)
+		}
+	} else {
+		log.Warn("no --auth-token-file: the API is unauthenticated; anyone who reaches this port can capture. " +
+			"Put an authenticating TLS proxy in front, or set a token")
+	}
+
 	host, _ := os.Hostname()
 	srv := server.New(server.Config{
 		Log:              log,
@@ -92,6 +111,10 @@ func run() error {
 		DiscoveryService: *discovery,
 		GWPort:           *gwPort,
 		ProxyDiscovery:   *proxyDiscovery,
+		MaxSessions:      *maxSessions,
+		ClientTimeout:    *clientTimeout,
+		AuthToken:        token,
+		DenyHostNetNS:    *denyHostNetNS,
 	})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -101,12 +124,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
-	}
+	hs := &http.Server{ErrorLog: zap.NewStdLog(log.Named("http"))}
+	srv.Configure(hs)
 	log.Info("packetflix listening", zap.String("version", buildVersion()), zap.Int("port", *port))
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

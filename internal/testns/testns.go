@@ -38,9 +38,18 @@ var seq atomic.Uint32
 // NS is a named network namespace (/run/netns/Name) that exists until the
 // test ends.
 type NS struct {
-	Name  string
-	Inode uint64
-	t     testing.TB
+	Name    string
+	Inode   uint64
+	t       testing.TB
+	deleted bool
+}
+
+// Delete removes the namespace's bind mount now (ip netns del); the
+// namespace itself lives on while anything holds it.
+func (n *NS) Delete() {
+	n.t.Helper()
+	Cmd(n.t, "ip", "netns", "del", n.Name)
+	n.deleted = true
 }
 
 // New creates a namespace with lo up. The name is unique per process and
@@ -50,12 +59,15 @@ func New(t testing.TB) *NS {
 	RequireRoot(t)
 	name := fmt.Sprintf("pft%d-%d", os.Getpid(), seq.Add(1))
 	Cmd(t, "ip", "netns", "add", name)
+	n := &NS{Name: name, t: t}
 	t.Cleanup(func() {
+		if n.deleted {
+			return
+		}
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
 			t.Errorf("cleanup: ip netns del %s: %v: %s", name, err, out)
 		}
 	})
-	n := &NS{Name: name, t: t}
 	n.IP("link", "set", "lo", "up")
 	h, err := netnsutil.OpenPath("/run/netns/" + name)
 	if err != nil {

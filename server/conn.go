@@ -1,0 +1,94 @@
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// HTTP limits against slow or oversized requests. They apply until a
+// /capture request is upgraded; a WebSocket then runs without deadlines
+// (see hijacked) and is watched by ClientTimeout instead.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 64 << 10
+)
+
+// Configure sets hs up to serve this Server: the handler, timeouts against
+// slow-header and slow-body clients, a header size limit, and TCP settings
+// that let the kernel notice a vanished client.
+func (s *Server) Configure(hs *http.Server) {
+	hs.Handler = s.Handler()
+	hs.ReadHeaderTimeout = readHeaderTimeout
+	hs.ReadTimeout = readTimeout
+	hs.WriteTimeout = writeTimeout
+	hs.IdleTimeout = idleTimeout
+	hs.MaxHeaderBytes = maxHeaderBytes
+	hs.ConnContext = s.connContext
+}
+
+type connKey struct{}
+
+// connContext remembers each connection, so a capture can take it over
+// after the upgrade, and sets TCP keepalive and TCP_USER_TIMEOUT: a peer
+// that falls silent (host gone, network cut) is dropped by the kernel
+// within ClientTimeout, whether data is in flight or not.
+func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*net.TCPConn); ok {
+		idle := s.cfg.ClientTimeout / 3
+		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: idle, Interval: idle / 2, Count: 4})
+		if rc, err := tc.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(s.cfg.ClientTimeout.Milliseconds()))
+			})
+		}
+	}
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// hijacked clears the deadlines net/http left on a connection that is now a
+// WebSocket: ReadTimeout and WriteTimeout would otherwise cut a long
+// capture (Hijack documents that the caller must clear them).
+func hijacked(r *http.Request) {
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		_ = c.SetDeadline(time.Time{})
+	}
+}
+
+// authenticate requires the bearer token on every path but /version, which
+// clients call to identify the service before they have a token to send.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	want := []byte("Bearer " + s.cfg.AuthToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/version" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="packetflix"`)
+			http.Error(w, "401 unauthorized: send the service's token as \"Authorization: Bearer <token>\"", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// redactHeaders hides credentials from request logs.
+func redactHeaders(h http.Header) http.Header {
+	out := h.Clone()
+	for k := range out {
+		if strings.EqualFold(k, "Authorization") || strings.EqualFold(k, "Cookie") {
+			out[k] = []string{"REDACTED"}
+		}
+	}
+	return out
+}

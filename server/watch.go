@@ -1,0 +1,62 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// watch registers a running session with the netns watcher.
+func (s *Server) watch(ss *session, netns uint64, cancel context.CancelCauseFunc) {
+	s.mu.Lock()
+	ss.netns, ss.cancel = netns, cancel
+	s.mu.Unlock()
+}
+
+// watchNetNS ends sessions whose network namespace is gone. The capture's
+// own sockets keep a namespace alive after its container has exited or its
+// bind mount was removed, and its interfaces with it, so the kernel never
+// tells the readers; instead, one scan of /proc per interval, for all
+// sessions, finds namespaces that nothing but us refers to any more. Two
+// misses in a row are needed, so a namespace between one process exiting
+// and the next starting is not taken for gone. Server owns this goroutine;
+// it ends with Shutdown.
+func (s *Server) watchNetNS(interval time.Duration) {
+	defer close(s.watcherDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.base.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		var active []*session
+		for _, ss := range s.sessions {
+			if ss.netns != 0 {
+				active = append(active, ss)
+			}
+		}
+		s.mu.Unlock()
+		if len(active) == 0 {
+			continue
+		}
+		live, err := s.cfg.Finder.LiveInodes()
+		if err != nil {
+			s.log.Warn("cannot check network namespaces", zap.Error(err))
+			continue
+		}
+		for _, ss := range active {
+			if _, ok := live[ss.netns]; ok {
+				ss.misses = 0
+				continue
+			}
+			if ss.misses++; ss.misses == 2 {
+				ss.cancel(fmt.Errorf("%w: nothing but this capture holds netns %d", errNetNSGone, ss.netns))
+			}
+		}
+	}
+}
