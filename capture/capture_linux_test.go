@@ -29,6 +29,7 @@ type collector struct {
 	mu    sync.Mutex
 	pkts  []got
 	idles int
+	added []capture.Interface
 }
 
 func (c *collector) WritePacket(p *capture.Packet) error {
@@ -39,6 +40,13 @@ func (c *collector) WritePacket(p *capture.Packet) error {
 }
 
 func (c *collector) Idle() error { c.mu.Lock(); c.idles++; c.mu.Unlock(); return nil }
+
+func (c *collector) AddInterface(id int, ifc capture.Interface) error {
+	c.mu.Lock()
+	c.added = append(c.added, ifc)
+	c.mu.Unlock()
+	return nil
+}
 
 func (c *collector) snapshot() []got {
 	c.mu.Lock()
@@ -326,5 +334,43 @@ func TestIntegrationDownInterface(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("removal not noticed")
+	}
+}
+
+// TestIntegrationInterfaceAdded: an interface created in the netns during
+// an all-interfaces capture joins it, announced before its packets.
+func TestIntegrationInterfaceAdded(t *testing.T) {
+	a, b := testns.New(t), testns.New(t)
+	s, err := capture.Open(capture.Config{NetNS: a.Open(), Filter: "udp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &collector{}
+	stop := run(t, s, c)
+	testns.Veth(t, a, "eth7", "198.18.8.1/24", b, "eth7", "198.18.8.2/24")
+	waitFor(t, "eth7 announced", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.added) == 1 && c.added[0].Name == "eth7"
+	})
+	ua := a.UDP("198.18.8.1:4000")
+	for i := 0; i < 5; i++ {
+		ua.WriteToUDP(payload('N', i), &net.UDPAddr{IP: net.IPv4(198, 18, 8, 2), Port: 4000})
+	}
+	id := len(s.Interfaces()) - 1
+	waitFor(t, "packets on eth7", func() bool {
+		k := 0
+		for _, g := range c.snapshot() {
+			if g.iface == id && bytes.HasPrefix(udpPayload(g.data), []byte("PFTEST")) {
+				k++
+			}
+		}
+		return k == 5
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); len(st) != id+1 || st[id].Delivered < 5 {
+		t.Fatalf("stats %+v", st)
 	}
 }

@@ -75,6 +75,7 @@ type ring struct {
 	bytes                  atomic.Uint64
 	sockErr                error // set by the wait callback
 	stopped                atomic.Bool
+	closed                 bool // owned by the reader
 }
 
 // openRing creates the socket in the calling thread's netns (so it must run
@@ -156,19 +157,22 @@ func openRing(ifindex int, sockType int, prog []unix.SockFilter, ignoreOutgoing,
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // close unmaps the ring and closes the socket. Only the reader calls it,
-// after its loop has ended.
+// after its loop has ended (or Open, on failure). file is never reset, so
+// that stop may still read it from another goroutine.
 func (r *ring) close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
 	if r.mem != nil {
 		_ = unix.Munmap(r.mem)
 		r.mem = nil
 	}
 	if r.file != nil {
 		_ = r.file.Close()
-		r.file = nil
-	} else if r.fd >= 0 {
+	} else {
 		_ = unix.Close(r.fd)
 	}
-	r.fd = -1
 }
 
 // stop makes a waiting reader return; safe from any goroutine. The flag is

@@ -77,6 +77,10 @@ type Sink interface {
 	// Idle is called when a reader has drained its ring, a natural moment
 	// to send what is buffered.
 	Idle() error
+	// AddInterface announces an interface that joined an all-interfaces
+	// capture after it started; id is its Packet.Interface value. It is
+	// called before any packet of that interface.
+	AddInterface(id int, ifc Interface) error
 }
 
 // Stats are one interface's counters.
@@ -96,14 +100,21 @@ type Stats struct {
 // without running. Interfaces, NetNS and Stats may be called from any
 // goroutine.
 type Session struct {
-	netns  uint64
-	ifaces []Interface
-	rings  []*ring
+	netns uint64
+	cfg   Config // NetNS is not kept: the caller owns it
+	progs map[uint16][]unix.SockFilter
+
+	// For all-interfaces captures: our own handle to the netns and the
+	// link monitor, to take in interfaces created later.
+	ns  *netnsutil.NetNS
+	mon *monitor
 
 	mu      sync.Mutex
+	ifaces  []Interface
+	rings   []*ring
+	stats   []Stats // final counters, per interface, once its reader ended
 	started bool
 	closed  bool
-	final   []Stats // set when Run ends
 }
 
 // Open resolves the interfaces and opens their rings inside cfg.NetNS.
@@ -116,7 +127,7 @@ func Open(cfg Config) (*Session, error) {
 	if cfg.Snaplen <= 0 {
 		cfg.Snaplen = DefaultSnaplen
 	}
-	ro := cfg.Ring.withDefaults()
+	cfg.Ring = cfg.Ring.withDefaults()
 
 	// Compile outside the namespace: libpcap takes a global lock, and the
 	// locked thread should do only the namespace-bound work. Both programs
@@ -138,58 +149,86 @@ func Open(cfg Config) (*Session, error) {
 		return nil, &OpError{Op: OpSetFilter, NetNS: ino, Err: ferr}
 	}
 
+	all := len(cfg.Interfaces) == 0
 	var links []link
+	var mon *monitor
 	err := netnsutil.Do(cfg.NetNS, func() error {
 		var err error
+		if all {
+			if mon, err = openMonitor(); err != nil {
+				return err
+			}
+		}
 		links, err = listLinks()
 		return err
 	})
 	if err != nil {
+		if mon != nil {
+			mon.close()
+		}
 		return nil, &OpError{Op: OpListInterfaces, NetNS: ino, Err: err}
 	}
 	sel, err := selectLinks(links, cfg.Interfaces, ino)
 	if err != nil {
 		return nil, err
 	}
+	s := &Session{netns: ino, cfg: cfg, progs: progs, mon: mon}
+	s.cfg.NetNS = nil
+	if all {
+		if s.ns, err = cfg.NetNS.Dup(); err != nil {
+			mon.close()
+			return nil, err
+		}
+	}
+	s.ifaces, s.rings, err = s.openRings(cfg.NetNS, sel)
+	if err != nil {
+		s.closeAll()
+		return nil, err
+	}
+	return s, nil
+}
 
-	// One Do per interface, concurrently: setting up a ring waits for an
-	// RCU grace period in the kernel (synchronize_net in packet_set_ring,
-	// about 16 ms here), and concurrent waits overlap.
-	s := &Session{netns: ino, rings: make([]*ring, len(sel)), ifaces: make([]Interface, len(sel))}
+// openRings opens one ring per link, one Do per interface, concurrently:
+// setting up a ring waits for an RCU grace period in the kernel
+// (synchronize_net in packet_set_ring, about 16 ms here), and concurrent
+// waits overlap.
+func (s *Session) openRings(ns *netnsutil.NetNS, sel []link) ([]Interface, []*ring, error) {
+	ifaces := make([]Interface, len(sel))
+	rings := make([]*ring, len(sel))
 	errs := make([]error, len(sel))
 	var wg sync.WaitGroup
 	for i, l := range sel {
 		lt, st := linkTypeFor(l.hatype)
-		s.ifaces[i] = Interface{Name: l.name, Index: l.index, LinkType: lt, Snaplen: cfg.Snaplen, Filter: cfg.Filter}
-		prog, ok := progs[lt]
+		ifaces[i] = Interface{Name: l.name, Index: l.index, LinkType: lt, Snaplen: s.cfg.Snaplen, Filter: s.cfg.Filter}
+		prog, ok := s.progs[lt]
 		if !ok {
 			var err error
-			if prog, err = compileFilter(lt, cfg.Snaplen, cfg.Filter); err != nil {
-				errs[i] = &OpError{Op: OpSetFilter, NetNS: ino, Interface: l.name, Err: err}
+			if prog, err = compileFilter(lt, s.cfg.Snaplen, s.cfg.Filter); err != nil {
+				errs[i] = &OpError{Op: OpSetFilter, NetNS: s.netns, Interface: l.name, Err: err}
 				continue
 			}
 		}
 		wg.Go(func() {
-			errs[i] = netnsutil.Do(cfg.NetNS, func() error {
-				r, err := openRing(l.index, st, prog, l.hatype == unix.ARPHRD_LOOPBACK, cfg.Promiscuous, ro)
+			errs[i] = netnsutil.Do(ns, func() error {
+				r, err := openRing(l.index, st, prog, l.hatype == unix.ARPHRD_LOOPBACK, s.cfg.Promiscuous, s.cfg.Ring)
 				if err != nil {
-					return &OpError{Op: OpOpenRing, NetNS: ino, Interface: l.name, Err: err}
+					return &OpError{Op: OpOpenRing, NetNS: s.netns, Interface: l.name, Err: err}
 				}
-				s.rings[i] = r
+				rings[i] = r
 				return nil
 			})
 		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		for _, r := range s.rings {
+		for _, r := range rings {
 			if r != nil {
 				r.close()
 			}
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	return s, nil
+	return ifaces, rings, nil
 }
 
 // selectLinks picks the requested interfaces (all when names is empty), in
@@ -214,8 +253,13 @@ func selectLinks(links []link, names []string, ino uint64) ([]link, error) {
 // NetNS returns the inode of the captured namespace.
 func (s *Session) NetNS() uint64 { return s.netns }
 
-// Interfaces returns the captured interfaces, in stream order.
-func (s *Session) Interfaces() []Interface { return s.ifaces }
+// Interfaces returns the captured interfaces, in stream order; an
+// all-interfaces capture may gain more while it runs.
+func (s *Session) Interfaces() []Interface {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.ifaces)
+}
 
 // statsInterval bounds how long kernel counters go unread: they are 32-bit
 // in the kernel and would wrap after 2^32 packets.
@@ -225,8 +269,9 @@ const statsInterval = time.Second
 // cancelled (returns nil), the sink fails (returns its error), or every
 // interface has gone (returns the first interface's error, wrapping
 // ErrInterfaceGone). When one of several interfaces goes away, the others
-// keep running. Run closes all rings before it returns; Stats then holds the
-// final counters. Run may be called only once.
+// keep running; in an all-interfaces capture, interfaces created in the
+// netns join (Sink.AddInterface). Run closes all rings before it returns;
+// Stats then holds the final counters. Run may be called only once.
 func (s *Session) Run(ctx context.Context, sink Sink) error {
 	s.mu.Lock()
 	if s.started || s.closed {
@@ -234,35 +279,70 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 		return errors.New("capture: session already run or closed")
 	}
 	s.started = true
+	rings := slices.Clone(s.rings)
+	s.stats = make([]Stats, len(rings))
 	s.mu.Unlock()
+	defer s.closeAll()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var (
+		wg     sync.WaitGroup
+		errMu  sync.Mutex
+		errs   []error
+		active int
+	)
+	// start runs interface i's reader. With mu held by the caller.
+	start := func(i int, r *ring, ifc Interface) {
+		active++
+		wg.Go(func() {
+			err := s.read(r, i, ifc, sink)
+			st := r.finish()
+			s.mu.Lock()
+			s.stats[i] = st
+			s.mu.Unlock()
+			errMu.Lock()
+			errs = append(errs, err)
+			active--
+			last := active == 0
+			errMu.Unlock()
+			if (err != nil && !errors.Is(err, ErrInterfaceGone)) || last {
+				cancel() // the sink failed, or no reader is left
+			}
+		})
+	}
 	stopAll := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		for _, r := range s.rings {
 			r.stop()
+		}
+		if s.mon != nil {
+			s.mon.stop()
 		}
 	})
 	defer stopAll()
 
-	errs := make([]error, len(s.rings))
-	stats := make([]Stats, len(s.rings))
-	var wg sync.WaitGroup
-	for i, r := range s.rings {
+	errMu.Lock()
+	for i, r := range rings {
+		start(i, r, s.ifaces[i])
+	}
+	errMu.Unlock()
+	if s.mon != nil {
 		wg.Go(func() {
-			err := s.read(r, i, sink)
-			stats[i] = r.finish()
-			if err != nil && !errors.Is(err, ErrInterfaceGone) {
-				cancel() // the sink failed: the stream is over for all
+			if err := s.watchLinks(ctx, sink, func(i int, r *ring, ifc Interface) {
+				errMu.Lock()
+				defer errMu.Unlock()
+				start(i, r, ifc)
+			}); err != nil {
+				errMu.Lock()
+				errs = append(errs, err)
+				errMu.Unlock()
+				cancel()
 			}
-			errs[i] = err
 		})
 	}
 	wg.Wait()
-
-	s.mu.Lock()
-	s.final = stats
-	s.mu.Unlock()
 
 	var gone error
 	allGone := true
@@ -284,10 +364,53 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 	return nil
 }
 
+// watchLinks takes interfaces created in the netns into the capture: it
+// opens a ring, announces the interface to the sink (the IDB goes out
+// before any of its packets) and starts its reader.
+func (s *Session) watchLinks(ctx context.Context, sink Sink, start func(int, *ring, Interface)) error {
+	for {
+		links, err := s.mon.next()
+		if errors.Is(err, errStopped) || ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return &OpError{Op: OpListInterfaces, NetNS: s.netns, Err: err}
+		}
+		for _, l := range links {
+			s.mu.Lock()
+			known := slices.ContainsFunc(s.ifaces, func(f Interface) bool { return f.Index == l.index })
+			s.mu.Unlock()
+			if known {
+				continue
+			}
+			ifaces, rings, err := s.openRings(s.ns, []link{l})
+			if err != nil {
+				// It may be gone already; the capture goes on without it.
+				continue
+			}
+			s.mu.Lock()
+			if ctx.Err() != nil {
+				s.mu.Unlock()
+				rings[0].close()
+				return nil
+			}
+			i := len(s.rings)
+			s.ifaces = append(s.ifaces, ifaces[0])
+			s.rings = append(s.rings, rings[0])
+			s.stats = append(s.stats, Stats{})
+			s.mu.Unlock()
+			if err := sink.AddInterface(i, ifaces[0]); err != nil {
+				rings[0].close()
+				return err
+			}
+			start(i, rings[0], ifaces[0])
+		}
+	}
+}
+
 // read is one reader goroutine's loop.
-func (s *Session) read(r *ring, i int, sink Sink) error {
+func (s *Session) read(r *ring, i int, ifc Interface, sink Sink) error {
 	p := &Packet{Interface: i}
-	ifc := s.ifaces[i]
 	opErr := func(op string, err error) error {
 		return &OpError{Op: op, NetNS: s.netns, Interface: ifc.Name, Err: err}
 	}
@@ -358,36 +481,55 @@ func (r *ring) finish() Stats {
 func (s *Session) Stats() []Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.final != nil {
-		return slices.Clone(s.final)
-	}
 	out := make([]Stats, len(s.rings))
 	for i, r := range s.rings {
+		if i < len(s.stats) && s.stats[i] != (Stats{}) {
+			out[i] = s.stats[i]
+			continue
+		}
 		out[i] = Stats{Delivered: r.delivered.Load(), Bytes: r.bytes.Load()}
 	}
 	return out
 }
 
-// Close releases the rings of a session that was never run. After Run it
-// does nothing: Run closes what it read.
+// Close releases a session that was never run. After Run it does nothing:
+// Run closes what it opened.
 func (s *Session) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started || s.closed {
-		s.closed = true
-		return nil
-	}
+	run := s.started
 	s.closed = true
-	for _, r := range s.rings {
-		r.close()
+	s.mu.Unlock()
+	if !run {
+		s.closeAll()
 	}
 	return nil
 }
 
+// closeAll closes the netns handle, the monitor, and rings no reader owns
+// (readers close their own in finish).
+func (s *Session) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started {
+		for _, r := range s.rings {
+			r.close()
+		}
+	}
+	if s.mon != nil {
+		s.mon.close()
+		s.mon = nil
+	}
+	if s.ns != nil {
+		s.ns.Close()
+		s.ns = nil
+	}
+}
+
 // String describes the session for logs.
 func (s *Session) String() string {
-	names := make([]string, len(s.ifaces))
-	for i, f := range s.ifaces {
+	ifaces := s.Interfaces()
+	names := make([]string, len(ifaces))
+	for i, f := range ifaces {
 		names[i] = f.Name
 	}
 	return fmt.Sprintf("netns=%d if=%v", s.netns, names)

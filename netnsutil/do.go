@@ -6,6 +6,7 @@ import (
 	"runtime"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Do runs fn on a fresh OS thread that has entered the network namespace
@@ -64,4 +65,14 @@ func Do(target *NetNS, fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// Dup returns a second handle to the same namespace, for a holder whose
+// lifetime differs from the original's. Close both.
+func (n *NetNS) Dup() (*NetNS, error) {
+	fd, err := unix.FcntlInt(uintptr(n.h), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, opErr(OpOpen, n.id.Ino, fmt.Errorf("dup: %w", err))
+	}
+	return &NetNS{h: netns.NsHandle(fd), id: n.id, path: n.path}, nil
 }

@@ -118,12 +118,7 @@ func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *sessio
 		Comment:  targetComment(req, cs.NetNS(), names, s.cfg.NodeName),
 	})
 	for _, f := range ifaces {
-		hdr = pcapng.AppendIDB(hdr, pcapng.Interface{
-			LinkType: f.LinkType,
-			SnapLen:  uint32(f.Snaplen),
-			Name:     f.Name,
-			Filter:   f.Filter,
-		})
+		hdr = pcapng.AppendIDB(hdr, idb(f))
 	}
 
 	st := newStream(runCtx)

@@ -444,3 +444,38 @@ func TestIntegrationLimits(t *testing.T) {
 		}
 	})
 }
+
+// TestIntegrationInterfaceJoins: an interface created during an
+// all-interfaces capture appears with its own IDB mid-stream, and
+// Wireshark reads the stream.
+func TestIntegrationInterfaceJoins(t *testing.T) {
+	a, b := testns.New(t), testns.New(t)
+	_, ts := startServer(t)
+	cl := dial(t, ts, q("netns", ino(a), "filter", "udp"), nil)
+	cl.waitLive()
+	testns.Veth(t, a, "eth3", "198.18.9.1/24", b, "eth3", "198.18.9.2/24")
+	ua := a.UDP("198.18.9.1:4000")
+	waitUntil(t, "eth3 in the stream", func() bool {
+		for _, f := range parse(t, cl.bytes()).ifaces {
+			if f.Name == "eth3" {
+				return true
+			}
+		}
+		return false
+	})
+	send(t, ua, "198.18.9.2:4000", 'J', 5)
+	cl.waitPackets(5)
+	b.IP("link", "del", "eth3") // ends eth3's reader; lo keeps the session
+	time.Sleep(50 * time.Millisecond)
+	cl.stop()
+	s := parse(t, cl.bytes())
+	if len(s.ifaces) != 2 || s.ifaces[1].Name != "eth3" {
+		t.Fatalf("interfaces %+v", s.ifaces)
+	}
+	for _, p := range s.ours(t) {
+		if p.InterfaceID != 1 {
+			t.Fatalf("packet on interface %d, want eth3", p.InterfaceID)
+		}
+	}
+	checkWireshark(t, cl.bytes(), []string{"lo", "eth3"}, 5)
+}

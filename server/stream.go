@@ -77,6 +77,24 @@ func (s *stream) WritePacket(p *capture.Packet) error {
 	return nil
 }
 
+// AddInterface writes the IDB of an interface that joined the capture;
+// pcapng allows IDBs anywhere in a section, before that interface's first
+// packet.
+func (s *stream) AddInterface(id int, ifc capture.Interface) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf = pcapng.AppendIDB(s.buf, idb(ifc))
+	if len(s.buf) >= messageSize {
+		return s.sendLocked()
+	}
+	return nil
+}
+
+// idb describes a captured interface in pcapng.
+func idb(f capture.Interface) pcapng.Interface {
+	return pcapng.Interface{LinkType: f.LinkType, SnapLen: uint32(f.Snaplen), Name: f.Name, Filter: f.Filter}
+}
+
 // direction maps sll_pkttype to the EPB flags (packet(7)).
 func direction(t uint8) (pcapng.Direction, pcapng.Reception) {
 	switch t {
