@@ -13,7 +13,9 @@ PORT ?= 5001
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 BUILD_DEPS := gcc libpcap-dev
-TEST_DEPS := $(BUILD_DEPS) tshark iproute2
+# docker.io and busybox-static: a real Docker engine for the discovery
+# tests (started privately by the test, host networking left alone).
+TEST_DEPS := $(BUILD_DEPS) tshark iproute2 docker.io busybox-static
 BENCH_DEPS := $(TEST_DEPS) tcpdump curl
 
 .PHONY: all build run test fuzz bench bench-full deps-build deps-test deps-bench clean

@@ -3,8 +3,6 @@ package netnsutil
 import (
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 )
 
 // LiveInodes returns the inodes of every network namespace that a bind
@@ -17,8 +15,8 @@ func (f *Finder) LiveInodes() (map[uint64]struct{}, error) {
 	proc := f.proc()
 	live := map[uint64]struct{}{}
 	for _, pid := range []string{"self", "1"} {
-		for _, ino := range nsfsNetInodes(filepath.Join(proc, pid, "mountinfo")) {
-			live[ino] = struct{}{}
+		for _, m := range netMounts(filepath.Join(proc, pid, "mountinfo"), "") {
+			live[m.Ino] = struct{}{}
 		}
 	}
 	pids, err := listPIDs(proc)
@@ -27,7 +25,7 @@ func (f *Finder) LiveInodes() (map[uint64]struct{}, error) {
 	}
 	add := func(path string) {
 		if l, err := os.Readlink(path); err == nil {
-			if ino, ok := parseNetLink(l); ok {
+			if ino, err := netLinkInode(l); err == nil {
 				live[ino] = struct{}{}
 			}
 		}
@@ -44,35 +42,4 @@ func (f *Finder) LiveInodes() (map[uint64]struct{}, error) {
 		}
 	}
 	return live, nil
-}
-
-// parseNetLink reads the inode out of a "net:[INODE]" link.
-func parseNetLink(l string) (uint64, bool) {
-	if !strings.HasPrefix(l, "net:[") || !strings.HasSuffix(l, "]") {
-		return 0, false
-	}
-	ino, err := strconv.ParseUint(l[5:len(l)-1], 10, 64)
-	return ino, err == nil
-}
-
-// nsfsNetInodes returns the inodes of all nsfs network namespace mounts in
-// a mountinfo file.
-func nsfsNetInodes(mountinfo string) []uint64 {
-	data, err := os.ReadFile(mountinfo)
-	if err != nil {
-		return nil
-	}
-	var out []uint64
-	for _, line := range strings.Split(string(data), "\n") {
-		if !strings.Contains(line, " - nsfs ") {
-			continue
-		}
-		fields := strings.Fields(line)
-		if len(fields) > 3 {
-			if ino, ok := parseNetLink(fields[3]); ok {
-				out = append(out, ino)
-			}
-		}
-	}
-	return out
 }

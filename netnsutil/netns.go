@@ -1,6 +1,14 @@
 // Package netnsutil finds Linux network namespaces by inode, holds them open
 // so they cannot change identity between check and use, and runs short
 // functions inside them. Do is the only place in packetflix that calls setns.
+//
+// # Discovery
+//
+// Discoverer lists every network namespace of the host once, as a capture
+// target named the way clients (csharg, GhostWire's /mobyshark list) expect:
+// containers of Docker and containerd, Kubernetes pods, bind mounts such as
+// /run/netns/NAME, and namespaces of plain processes. Its doc gives the
+// rules; a slow engine is skipped after DiscoverConfig.EngineTimeout.
 package netnsutil
 
 import (
@@ -228,20 +236,41 @@ func listPIDs(dir string) ([]string, error) {
 }
 
 // nsfsMounts returns the mount points of nsfs mounts whose root is want
-// ("net:[INODE]") in a mountinfo file. Line format (proc(5)):
+// ("net:[INODE]") in a mountinfo file.
+func nsfsMounts(mountinfo, want string) []string {
+	var out []string
+	for _, m := range netMounts(mountinfo, want) {
+		out = append(out, m.Point)
+	}
+	return out
+}
+
+// netMount is an nsfs bind mount of a network namespace.
+type netMount struct {
+	Ino   uint64 // the namespace's inode
+	Point string // mount point, unescaped, as seen in the mount namespace whose mountinfo was read
+}
+
+// netMounts returns the nsfs mounts of network namespaces in a mountinfo
+// file, in file order; with want ("net:[INODE]") set, only those of that
+// namespace. A file that cannot be read has none. Line format (proc(5)):
 //
 //	61 42 0:4 net:[4026532389] /run/netns/x rw shared:5 - nsfs nsfs rw
-func nsfsMounts(mountinfo, want string) []string {
+func netMounts(mountinfo, want string) []netMount {
 	data, err := os.ReadFile(mountinfo)
 	if err != nil {
 		return nil
 	}
-	var out []string
+	filter := want
+	if filter == "" {
+		filter = "net:["
+	}
+	var out []netMount
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.Contains(line, want) {
+		if !strings.Contains(line, filter) {
 			continue
 		}
 		fields := strings.Fields(line)
@@ -252,10 +281,27 @@ func nsfsMounts(mountinfo, want string) []string {
 				break
 			}
 		}
-		if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != "nsfs" || fields[3] != want {
+		if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != "nsfs" {
 			continue
 		}
-		out = append(out, unescapeMount(fields[4]))
+		root := fields[3]
+		if want != "" && root != want {
+			continue
+		}
+		// Roots of other namespace types (uts:[N], mnt:[N]) share nsfs.
+		num, ok := strings.CutPrefix(root, "net:[")
+		if !ok {
+			continue
+		}
+		num, ok = strings.CutSuffix(num, "]")
+		if !ok {
+			continue
+		}
+		ino, err := strconv.ParseUint(num, 10, 64)
+		if err != nil || ValidInode(ino) != nil {
+			continue
+		}
+		out = append(out, netMount{Ino: ino, Point: unescapeMount(fields[4])})
 	}
 	return out
 }
