@@ -80,7 +80,6 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		c.Close(code, why)
 		return
 	}
-	log = log.With(zap.Uint64("netns", req.NetNS))
 	s.serveCapture(c, req, ss, log, r.RemoteAddr)
 }
 
@@ -95,7 +94,7 @@ func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *sessio
 	stopOnShutdown := context.AfterFunc(s.base, func() { cancelRun(errShutdown) })
 	defer stopOnShutdown()
 
-	cs, err := s.open(req)
+	cs, err := s.open(runCtx, req)
 	if err != nil {
 		code, why := closeFor(err)
 		log.Info("capture refused", zap.String("remote", remote), zap.String("reason", why), zap.Error(err))
@@ -103,6 +102,7 @@ func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *sessio
 		return
 	}
 	s.watch(ss, cs.NetNS(), cancelRun)
+	log = log.With(zap.Uint64("netns", cs.NetNS()))
 	ifaces := cs.Interfaces()
 	names := make([]string, len(ifaces))
 	for i, f := range ifaces {
@@ -189,17 +189,12 @@ func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *sessio
 // open resolves the target and opens the capture. The netns fd is held
 // from lookup until the rings exist, so the namespace checked is the one
 // captured.
-func (s *Server) open(req *captureRequest) (*capture.Session, error) {
-	ns, err := s.cfg.Finder.OpenInode(req.NetNS)
+func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Session, error) {
+	ns, ifaces, err := s.resolve(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	defer ns.Close()
-	if c := req.Container; c != nil && c.PID > 0 {
-		if err := s.cfg.Finder.CheckProcess(ns, c.PID, c.StartTime); err != nil {
-			return nil, err
-		}
-	}
 	if s.cfg.DenyHostNetNS {
 		self, err := s.cfg.Finder.Self()
 		if err != nil {
@@ -213,7 +208,7 @@ func (s *Server) open(req *captureRequest) (*capture.Session, error) {
 	}
 	return capture.Open(capture.Config{
 		NetNS:       ns,
-		Interfaces:  req.Interfaces,
+		Interfaces:  ifaces,
 		Filter:      req.Filter,
 		Snaplen:     req.Snaplen,
 		Promiscuous: !req.Chaste,

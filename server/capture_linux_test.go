@@ -417,7 +417,7 @@ func TestIntegrationBadInput(t *testing.T) {
 		{"bad filter", q("netns", ino(h.a), "filter", "udp prot 53"), nil, "invalid capture filter: syntax error"},
 		{"bad snaplen", q("netns", ino(h.a), "snaplen", "0"), nil, "snaplen must be a number from 1 to 262144"},
 		{"stale pid", q("container", fmt.Sprintf(`{"netns":%s,"pid":%s,"starttime":1}`, ino(h.a), pidOK)), nil, "stale container reference"},
-		{"name only", q("container", `{"name":"web"}`), nil, `container "web" has no netns; lookup by name needs discovery`},
+		{"name not found", q("container", `{"name":"no-such-container-xyz"}`), nil, `no container named "no-such-container-xyz" found by discovery`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cl := dial(t, ts, tc.q, tc.hdr)

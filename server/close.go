@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -33,6 +35,7 @@ func closeFor(err error) (websocket.StatusCode, string) {
 		cerr *capture.OpError
 		nerr *netnsutil.OpError
 		rerr requestError
+		lerr *lookupError
 	)
 	switch {
 	case err == nil:
@@ -45,6 +48,8 @@ func closeFor(err error) (websocket.StatusCode, string) {
 		return websocket.StatusPolicyViolation, errHostNetNS.Error()
 	case errors.Is(err, errNetNSGone):
 		return websocket.StatusNormalClosure, truncateUTF8("capture ended: "+err.Error(), maxReason)
+	case errors.As(err, &lerr):
+		return lookupClose(lerr)
 	case errors.As(err, &rerr):
 		return websocket.StatusPolicyViolation, truncateUTF8(string(rerr), maxReason)
 	case errors.Is(err, netnsutil.ErrInvalid) && errors.As(err, &nerr):
@@ -64,6 +69,39 @@ func closeFor(err error) (websocket.StatusCode, string) {
 	default:
 		return websocket.StatusInternalError, truncateUTF8("capture failed: "+err.Error(), maxReason)
 	}
+}
+
+// lookupClose explains a failed lookup by name: not found and ambiguous are
+// the request's problem (1008), an unreachable or confused discovery
+// service the server's (1011).
+func lookupClose(e *lookupError) (websocket.StatusCode, string) {
+	name := strconv.Quote(clip(e.Name, 40))
+	var why string
+	code := websocket.StatusPolicyViolation
+	switch {
+	case errors.Is(e.Err, netnsutil.ErrAmbiguous):
+		why = "container name " + name + " is ambiguous: " + opText(e.Err)
+	case errors.Is(e.Err, netnsutil.ErrDiscoveryUnavailable), errors.Is(e.Err, netnsutil.ErrDiscoveryMalformed):
+		code, why = websocket.StatusInternalError, "cannot look up "+name+": "+opText(e.Err)
+	case errors.Is(e.Err, context.DeadlineExceeded):
+		code, why = websocket.StatusInternalError, "cannot look up "+name+": discovery did not answer in time"
+	case errors.Is(e.Err, netnsutil.ErrStale):
+		why = "container " + name + " vanished while it was being looked up"
+	case errors.Is(e.Err, netnsutil.ErrNotFound):
+		why = "no container named " + name + " found by discovery"
+	default:
+		code, why = websocket.StatusInternalError, "cannot look up "+name+": "+e.Err.Error()
+	}
+	return code, truncateUTF8(why, maxReason)
+}
+
+// opText is an error's text without the netnsutil operation prefix.
+func opText(err error) string {
+	var nerr *netnsutil.OpError
+	if errors.As(err, &nerr) {
+		return nerr.Err.Error()
+	}
+	return err.Error()
 }
 
 // innermost returns the text of err from the layer that wraps sentinel,

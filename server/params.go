@@ -52,6 +52,7 @@ type captureRequest struct {
 	NetNS      uint64
 	Container  *Container // nil when netns= was used
 	Interfaces []string   // nil: all
+	NifGiven   bool       // Interfaces came from nif=, which beats discovery
 	Filter     string
 	Chaste     bool
 	Snaplen    int
@@ -124,6 +125,7 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 			return nil, err
 		}
 		req.Interfaces = ifs
+		req.NifGiven = true
 	} else if req.Interfaces != nil {
 		ifs, err := checkIfNames(req.Interfaces)
 		if err != nil {
@@ -150,9 +152,8 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 	return req, nil
 }
 
-// parseContainer decodes the container= JSON. Of the rows of api.md's
-// table, the netns forms are served here; references that need a name
-// lookup are refused clearly until discovery exists.
+// parseContainer decodes the container= JSON (any row of api.md's table;
+// resolve decides what to do with it).
 func parseContainer(s string) (*Container, error) {
 	if len(s) > maxContainerLen {
 		return nil, badRequest("container reference is longer than %d bytes", maxContainerLen)
@@ -168,10 +169,14 @@ func parseContainer(s string) (*Container, error) {
 	if c.PID < 0 {
 		return nil, badRequest("container pid %d is negative", c.PID)
 	}
-	if c.NetNS == 0 {
-		if c.Name != "" {
-			return nil, badRequest("container %q has no netns; lookup by name needs discovery, which is not available", clip(c.Name, 40))
+	if c.Name != "" {
+		// The name decides; a netns that cannot be one is a placeholder.
+		if netnsutil.ValidInode(c.NetNS) != nil {
+			c.NetNS = 0
 		}
+		return &c, nil
+	}
+	if c.NetNS == 0 {
 		return nil, badRequest("container reference has neither netns nor name")
 	}
 	if err := netnsutil.ValidInode(c.NetNS); err != nil {

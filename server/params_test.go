@@ -35,9 +35,9 @@ func Test_parseCaptureRequest(t *testing.T) {
 		{name: "netns", query: "netns=4026532000",
 			want: &captureRequest{NetNS: 4026532000, Snaplen: capture.DefaultSnaplen}},
 		{name: "nif list", query: "netns=4026532000&nif=eth0/eth1,x/eth0",
-			want: &captureRequest{NetNS: 4026532000, Interfaces: []string{"eth0", "eth1,x"}, Snaplen: capture.DefaultSnaplen}},
+			want: &captureRequest{NetNS: 4026532000, Interfaces: []string{"eth0", "eth1,x"}, NifGiven: true, Snaplen: capture.DefaultSnaplen}},
 		{name: "nif all", query: "netns=4026532000&nif=all",
-			want: &captureRequest{NetNS: 4026532000, Snaplen: capture.DefaultSnaplen}},
+			want: &captureRequest{NetNS: 4026532000, NifGiven: true, Snaplen: capture.DefaultSnaplen}},
 		{name: "filter chaste snaplen", query: "netns=4026532000&filter=udp+port+53&chaste=&snaplen=96",
 			want: &captureRequest{NetNS: 4026532000, Filter: "udp port 53", Chaste: true, Snaplen: 96}},
 		{name: "csharg form", query: "chaste=&container=" + url.QueryEscape(`{"netns":4026532000,"network-interfaces":["eth0"],"name":"web","type":"docker","node-name":"n1","extra":true}`) + "&nif=eth0",
@@ -45,7 +45,7 @@ func Test_parseCaptureRequest(t *testing.T) {
 				hdrContainer: `{"netns":4026532001,"network-interfaces":["eth0","eth1"],"name":"web","type":"docker"}`,
 				hdrNif:       "eth1", hdrChaste: "", hdrFilter: "tcp",
 			},
-			want: &captureRequest{NetNS: 4026532001, Interfaces: []string{"eth1"}, Filter: "tcp", Chaste: true, Snaplen: capture.DefaultSnaplen,
+			want: &captureRequest{NetNS: 4026532001, Interfaces: []string{"eth1"}, NifGiven: true, Filter: "tcp", Chaste: true, Snaplen: capture.DefaultSnaplen,
 				Container: &Container{NetNS: 4026532001, Name: "web", Type: "docker", Interfaces: []string{"eth0", "eth1"}}}},
 		{name: "container interfaces when no nif", query: "container=" + url.QueryEscape(`{"netns":4026532000,"network-interfaces":["eth3"]}`),
 			want: &captureRequest{NetNS: 4026532000, Interfaces: []string{"eth3"}, Snaplen: capture.DefaultSnaplen,
@@ -60,6 +60,11 @@ func Test_parseCaptureRequest(t *testing.T) {
 		{name: "snaplen big", query: "netns=4026532000&snaplen=262145", err: "snaplen must be a number"},
 		{name: "long filter", query: "netns=4026532000&filter=" + strings.Repeat("x", maxFilterLen+1), err: "capture filter is longer than"},
 		{name: "trailing json", query: "container=" + url.QueryEscape(`{"netns":4026532000} {}`), err: "container holds trailing data"},
+		{name: "containerlab name only", query: "nif=eth1&container=" + url.QueryEscape(`{"network-interfaces":["eth1"],"name":"clab-lab-node1","type":"docker"}`),
+			want: &captureRequest{Interfaces: []string{"eth1"}, NifGiven: true, Snaplen: capture.DefaultSnaplen,
+				Container: &Container{Name: "clab-lab-node1", Type: "docker", Interfaces: []string{"eth1"}}}},
+		{name: "placeholder netns with name", query: "container=" + url.QueryEscape(`{"netns":0,"name":"n1","prefix":""}`),
+			want: &captureRequest{Snaplen: capture.DefaultSnaplen, Container: &Container{Name: "n1", Prefix: new(string)}}},
 		{name: "no netns no name", query: "container=" + url.QueryEscape(`{"pid":1}`), err: "container reference has neither netns nor name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -148,7 +153,8 @@ func FuzzParseCaptureRequest(f *testing.F) {
 			}
 			return
 		}
-		if netnsutil.ValidInode(req.NetNS) != nil || req.Snaplen < 1 || req.Snaplen > capture.DefaultSnaplen || len(req.Filter) > maxFilterLen {
+		byName := req.Container != nil && req.Container.Name != ""
+		if (!byName && netnsutil.ValidInode(req.NetNS) != nil) || req.Snaplen < 1 || req.Snaplen > capture.DefaultSnaplen || len(req.Filter) > maxFilterLen {
 			t.Fatalf("accepted out-of-range request %+v", req)
 		}
 		for _, n := range req.Interfaces {

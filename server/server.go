@@ -9,7 +9,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -32,10 +34,13 @@ type Config struct {
 	LogRequests bool // log every HTTP request
 	LogHeaders  bool // log request headers too
 
-	// Discovery settings; accepted now, used by container name lookups.
-	DiscoveryService string
-	GWPort           int
-	ProxyDiscovery   bool
+	// Discovery resolves container references by name and answers
+	// /discover/mobyshark; nil means the built-in discovery of this host.
+	Discovery Discovery
+	// DiscoveryURL is the external discovery service (GhostWire) that
+	// ProxyDiscovery forwards /discover/... to.
+	DiscoveryURL   string
+	ProxyDiscovery bool
 
 	Finder *netnsutil.Finder   // nil: the real /proc
 	Ring   capture.RingOptions // per-interface kernel ring
@@ -102,12 +107,25 @@ func New(cfg Config) *Server {
 	if cfg.NetNSCheckInterval <= 0 {
 		cfg.NetNSCheckInterval = 2 * time.Second
 	}
+	if cfg.Discovery == nil {
+		cfg.Discovery = netnsutil.NewDiscoverer(netnsutil.DiscoverConfig{Finder: cfg.Finder, Log: cfg.Log.Named("discovery")})
+	}
 	s := &Server{cfg: cfg, log: cfg.Log, mux: http.NewServeMux(), sessions: map[string]*session{}}
 	s.base, s.shutdown = context.WithCancel(context.Background())
 	s.watcherDone = make(chan struct{})
 	go s.watchNetNS(cfg.NetNSCheckInterval)
 	s.mux.HandleFunc("GET /version", s.handleVersion)
 	s.mux.HandleFunc("/capture", s.handleCapture)
+	if cfg.ProxyDiscovery && cfg.DiscoveryURL != "" {
+		u, err := url.Parse(cfg.DiscoveryURL)
+		if err != nil || u.Host == "" {
+			panic(fmt.Sprintf("server: bad DiscoveryURL %q", cfg.DiscoveryURL)) // cmd validates it
+		}
+		s.mux.Handle("/discover/", s.discoveryProxy(u))
+	} else {
+		s.mux.HandleFunc("GET /discover/mobyshark", s.handleList)
+	}
+	s.mux.HandleFunc("GET /mobyshark", s.handleList)
 	return s
 }
 

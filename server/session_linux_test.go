@@ -262,9 +262,17 @@ func TestIntegrationContainerReference(t *testing.T) {
 
 	cmd.Process.Kill()
 	cmd.Wait()
+	// Stale, with a name: looked up by name, which no longer exists.
 	cl = dial(t, ts, q("container", ref), nil)
 	code, why := cl.closeStatus()
-	if code != websocket.StatusPolicyViolation || !strings.HasPrefix(why, "stale container reference") {
+	if code != websocket.StatusPolicyViolation || why != `no container named "tenant" found by discovery` {
+		t.Fatalf("close %d %q", code, why)
+	}
+	// Stale, without a name: fails safe.
+	noName := fmt.Sprintf(`{"netns":%d,"pid":%d,"starttime":%d}`, h.a.Inode, pid, st)
+	cl = dial(t, ts, q("container", noName), nil)
+	code, why = cl.closeStatus()
+	if code != websocket.StatusPolicyViolation || !strings.HasPrefix(why, "stale container reference: process") {
 		t.Fatalf("close %d %q", code, why)
 	}
 }

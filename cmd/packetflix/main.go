@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/packetflix/packetflix/netnsutil"
 	"github.com/packetflix/packetflix/server"
 	flag "github.com/spf13/pflag"
 	"go.uber.org/zap"
@@ -100,21 +101,38 @@ func run() error {
 			"Put an authenticating TLS proxy in front, or set a token")
 	}
 
+	// One flag chooses the discovery: without --discovery-service the
+	// service discovers this host's containers itself.
+	var (
+		disc    server.Discovery
+		discURL string
+	)
+	if *discovery != "" {
+		if *gwPort < 1 || *gwPort > 65535 {
+			return fmt.Errorf("gw-port %d out of range 1-65535", *gwPort)
+		}
+		discURL = "http://" + net.JoinHostPort(*discovery, strconv.Itoa(*gwPort))
+		disc = &netnsutil.GhostWire{URL: discURL}
+		log.Info("using external discovery", zap.String("url", discURL), zap.Bool("proxy", *proxyDiscovery))
+	} else if *proxyDiscovery {
+		return errors.New("--proxy-discovery needs --discovery-service (the GhostWire to forward to)")
+	}
+
 	host, _ := os.Hostname()
 	srv := server.New(server.Config{
-		Log:              log,
-		Version:          buildVersion(),
-		NodeName:         host,
-		OS:               osName(),
-		LogRequests:      *logRequests,
-		LogHeaders:       *logHeaders,
-		DiscoveryService: *discovery,
-		GWPort:           *gwPort,
-		ProxyDiscovery:   *proxyDiscovery,
-		MaxSessions:      *maxSessions,
-		ClientTimeout:    *clientTimeout,
-		AuthToken:        token,
-		DenyHostNetNS:    *denyHostNetNS,
+		Log:            log,
+		Version:        buildVersion(),
+		NodeName:       host,
+		OS:             osName(),
+		LogRequests:    *logRequests,
+		LogHeaders:     *logHeaders,
+		Discovery:      disc,
+		DiscoveryURL:   discURL,
+		ProxyDiscovery: *proxyDiscovery,
+		MaxSessions:    *maxSessions,
+		ClientTimeout:  *clientTimeout,
+		AuthToken:      token,
+		DenyHostNetNS:  *denyHostNetNS,
 	})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
