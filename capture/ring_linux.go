@@ -69,8 +69,9 @@ type ring struct {
 	cur  int // next block to read
 
 	// Kernel counters; PACKET_STATISTICS resets on every read, so only the
-	// reader goroutine reads them and adds them up here.
-	kernPackets, kernDrops uint64
+	// reader goroutine reads them and adds them up here (atomics, so that
+	// Stats can show them live).
+	kernPackets, kernDrops atomic.Uint64
 	delivered              atomic.Uint64
 	bytes                  atomic.Uint64
 	sockErr                error // set by the wait callback
@@ -283,11 +284,11 @@ func (r *ring) readBlock(p *Packet, sink Sink) error {
 				p.VLANTPID = th.Hv1.Vlan_tpid
 			}
 		}
-		nbytes += uint64(len(p.Data))
 		if err = sink.WritePacket(p); err != nil {
-			n = i + 1
+			n = i // the sink did not take it
 			break
 		}
+		nbytes += uint64(len(p.Data))
 		if th.Next_offset == 0 {
 			n = i + 1
 			break
@@ -309,7 +310,7 @@ func (r *ring) readStats() error {
 		return err
 	}
 	// tp_packets counts queued packets plus drops.
-	r.kernPackets += uint64(st.Packets)
-	r.kernDrops += uint64(st.Drops)
+	r.kernPackets.Add(uint64(st.Packets))
+	r.kernDrops.Add(uint64(st.Drops))
 	return nil
 }

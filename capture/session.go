@@ -471,13 +471,19 @@ func (s *Session) read(r *ring, i int, ifc Interface, sink Sink) error {
 // finish reads the final counters and closes the ring.
 func (r *ring) finish() Stats {
 	_ = r.readStats()
-	st := Stats{Received: r.kernPackets, Dropped: r.kernDrops, Delivered: r.delivered.Load(), Bytes: r.bytes.Load()}
+	st := r.live()
 	r.close()
 	return st
 }
 
-// Stats returns per-interface counters: live delivery counts while running
-// (kernel counters are only final once Run has returned), final ones after.
+// live returns the ring's counters; the kernel's lag by up to statsInterval
+// while the reader runs.
+func (r *ring) live() Stats {
+	return Stats{Received: r.kernPackets.Load(), Dropped: r.kernDrops.Load(), Delivered: r.delivered.Load(), Bytes: r.bytes.Load()}
+}
+
+// Stats returns per-interface counters: live while running (the kernel's
+// are read once a second), final once Run has returned.
 func (s *Session) Stats() []Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -487,7 +493,7 @@ func (s *Session) Stats() []Stats {
 			out[i] = s.stats[i]
 			continue
 		}
-		out[i] = Stats{Delivered: r.delivered.Load(), Bytes: r.bytes.Load()}
+		out[i] = r.live()
 	}
 	return out
 }

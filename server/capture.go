@@ -38,10 +38,10 @@ func headerHasToken(h http.Header, key, token string) bool {
 	return false
 }
 
-// handleCapture serves one capture session. Errors in the request or in
-// setting up the capture are reported after the upgrade, as a close frame
-// with code 1008 and a reason, which every WebSocket client can show (a
-// browser cannot read the body of a refused upgrade).
+// handleCapture serves one capture session over WebSocket. Errors in the
+// request or in setting up the capture are reported after the upgrade, as
+// a close frame with code 1008 and a reason, which every WebSocket client
+// can show (a browser cannot read the body of a refused upgrade).
 func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	if !isUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
@@ -65,50 +65,104 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hijacked(r)
-	ss := &session{id: newID(), start: time.Now()}
+	// connCtx ends when the client closes or the connection dies.
+	connCtx := c.CloseRead(context.Background())
+	s.session(connCtx, &wsTransport{c: c, ctx: connCtx, timeout: s.cfg.ClientTimeout}, req, perr, r.RemoteAddr)
+}
+
+// transport carries one session's stream to its client.
+type transport interface {
+	name() string
+	// write sends one message (WebSocket) or chunk (HTTP).
+	write(b []byte) error
+	// ping checks an idle client.
+	ping() error
+	// refuse reports an error before any stream byte was sent.
+	refuse(err error)
+	// end finishes a stream that the service ended (err is why, nil for a
+	// normal end); clientGone says the client left first.
+	end(err error, clientGone bool)
+}
+
+type wsTransport struct {
+	c       *websocket.Conn
+	ctx     context.Context
+	timeout time.Duration
+}
+
+func (t *wsTransport) name() string { return "websocket" }
+
+func (t *wsTransport) write(b []byte) error {
+	return t.c.Write(t.ctx, websocket.MessageBinary, b)
+}
+
+func (t *wsTransport) ping() error {
+	ctx, cancel := context.WithTimeout(t.ctx, t.timeout/2)
+	defer cancel()
+	return t.c.Ping(ctx)
+}
+
+func (t *wsTransport) refuse(err error) { t.c.Close(closeFor(err)) }
+
+func (t *wsTransport) end(err error, clientGone bool) {
+	if clientGone {
+		// coder/websocket has already answered a close frame, if any.
+		t.c.CloseNow()
+		return
+	}
+	if t.c.Close(closeFor(err)) != nil {
+		t.c.CloseNow()
+	}
+}
+
+// session runs one capture session from registration to the end, for any
+// transport. connCtx ends when the client goes away. perr is a request
+// parse error, reported once the session is registered.
+func (s *Server) session(connCtx context.Context, t transport, req *captureRequest, perr error, remote string) {
+	ss := &session{id: newID(), start: time.Now(), client: remote, transport: t.name()}
 	log := s.log.With(zap.String("session", ss.id))
+	refuse := func(err error) {
+		s.metrics.outcome(err, false, false)
+		log.Info("capture refused", zap.String("remote", remote), zap.String("transport", t.name()), zap.String("reason", reasonOf(err)), zap.Error(err))
+		t.refuse(err)
+	}
 	if err := s.register(ss); err != nil {
-		code, why := closeFor(err)
-		log.Info("capture refused", zap.String("remote", r.RemoteAddr), zap.String("reason", why))
-		c.Close(code, why)
+		refuse(err)
 		return
 	}
 	defer s.unregister(ss)
 	if perr != nil {
-		code, why := closeFor(perr)
-		log.Info("capture refused", zap.String("remote", r.RemoteAddr), zap.String("reason", why))
-		c.Close(code, why)
+		refuse(perr)
 		return
 	}
-	s.serveCapture(c, req, ss, log, r.RemoteAddr)
-}
 
-func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *session, log *zap.Logger, remote string) {
-	// connCtx ends when the client closes or the connection dies. runCtx
-	// also ends on shutdown, when the netns vanishes or the client stops
-	// answering; its cause says which. Writes use connCtx, so that a
-	// session ended by the service can still send its ISBs and close frame.
-	connCtx := c.CloseRead(context.Background())
+	// runCtx also ends on shutdown, when the netns vanishes, when the
+	// client stops answering, when an operator stops the session or a
+	// limit is reached; its cause says which. Writes use connCtx, so that
+	// a session ended by the service can still send its ISBs and close.
 	runCtx, cancelRun := context.WithCancelCause(connCtx)
 	defer cancelRun(nil)
 	stopOnShutdown := context.AfterFunc(s.base, func() { cancelRun(errShutdown) })
 	defer stopOnShutdown()
+	if req.Duration > 0 {
+		var cancelT context.CancelFunc
+		runCtx, cancelT = context.WithTimeoutCause(runCtx, req.Duration, errLimit)
+		defer cancelT()
+	}
 
 	cs, err := s.open(runCtx, req)
 	if err != nil {
-		code, why := closeFor(err)
-		log.Info("capture refused", zap.String("remote", remote), zap.String("reason", why), zap.Error(err))
-		c.Close(code, why)
+		refuse(err)
 		return
 	}
-	s.watch(ss, cs.NetNS(), cancelRun)
-	log = log.With(zap.Uint64("netns", cs.NetNS()))
 	ifaces := cs.Interfaces()
 	names := make([]string, len(ifaces))
 	for i, f := range ifaces {
 		names[i] = f.Name
 	}
-	log.Info("capture started", zap.String("remote", remote), zap.Strings("interfaces", names),
+	log = log.With(zap.Uint64("netns", cs.NetNS()))
+	s.metrics.setup.Observe(time.Since(ss.start).Seconds())
+	log.Info("capture started", zap.String("remote", remote), zap.String("transport", t.name()), zap.Strings("interfaces", names),
 		zap.String("filter", req.Filter), zap.Bool("promiscuous", !req.Chaste), zap.Int("snaplen", req.Snaplen),
 		zap.Duration("setup", time.Since(ss.start)))
 
@@ -120,22 +174,19 @@ func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *sessio
 	for _, f := range ifaces {
 		hdr = pcapng.AppendIDB(hdr, idb(f))
 	}
-
-	st := newStream(runCtx)
+	st := newStream(runCtx, req.Count)
 	// The header goes first through the same queue, so nothing overtakes
 	// it; the first Idle of a reader sends it.
 	st.buf = append(st.buf, hdr...)
+	s.running(ss, req, cs, st, cancelRun)
+
 	sendDone := make(chan error, 1)
 	go func() {
 		sendDone <- st.send(sender{
-			write: func(b []byte) error { return c.Write(connCtx, websocket.MessageBinary, b) },
-			ping: func() error {
-				ctx, cancel := context.WithTimeout(connCtx, s.cfg.ClientTimeout/2)
-				defer cancel()
-				return c.Ping(ctx)
-			},
-			idle: s.cfg.ClientTimeout / 2,
-			fail: func(err error) { cancelRun(fmt.Errorf("%w: %w", errClientGone, err)) },
+			write: t.write,
+			ping:  t.ping,
+			idle:  s.cfg.ClientTimeout / 2,
+			fail:  func(err error) { cancelRun(fmt.Errorf("%w: %w", errClientGone, err)) },
 		})
 	}()
 
@@ -145,7 +196,8 @@ func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *sessio
 	now := time.Now()
 	var tail []byte
 	var total capture.Stats
-	for i, x := range cs.Stats() {
+	final := cs.Stats()
+	for i, x := range final {
 		tail = pcapng.AppendISB(tail, uint32(i), now.UnixNano(), pcapng.Stats{
 			StartTime: ss.start.UnixNano(), EndTime: now.UnixNano(),
 			Received: x.Received, HasReceived: true,
@@ -161,29 +213,32 @@ func (s *Server) serveCapture(c *websocket.Conn, req *captureRequest, ss *sessio
 	defer cancelFinish()
 	st.finish(finishCtx, tail)
 	sendErr := <-sendDone
+	s.retire(ss, total)
 
 	// Why the session ended: what stopped the readers, else the cause of
-	// runCtx (shutdown, vanished netns, silent client).
-	if runErr == nil || errors.Is(runErr, context.Canceled) {
+	// runCtx (shutdown, vanished netns, silent client, operator, limit).
+	if runErr == nil || errors.Is(runErr, context.Canceled) || errors.Is(runErr, errLimit) {
 		runErr = context.Cause(runCtx)
-		if errors.Is(runErr, context.Canceled) {
+		if errors.Is(runErr, context.Canceled) || errors.Is(runErr, errLimit) {
 			runErr = nil
 		}
 	}
+	clientGone := connCtx.Err() != nil || sendErr != nil || errors.Is(runErr, errClientGone)
+	s.metrics.outcome(runErr, true, clientGone)
 	fields := []zap.Field{zap.Uint64("delivered", total.Delivered), zap.Uint64("kernel_received", total.Received),
 		zap.Uint64("kernel_dropped", total.Dropped), zap.Uint64("bytes", total.Bytes), zap.Duration("duration", now.Sub(ss.start))}
-	if connCtx.Err() != nil || sendErr != nil || errors.Is(runErr, errClientGone) {
-		// The client closed (coder/websocket has already answered its
-		// close frame), went away or stopped answering.
+	if clientGone {
 		log.Info("capture stopped by client", append(fields, zap.NamedError("send", sendErr), zap.NamedError("cause", runErr))...)
-		c.CloseNow()
-		return
+	} else {
+		log.Info("capture ended", append(fields, zap.String("reason", reasonOf(runErr)), zap.NamedError("cause", runErr))...)
 	}
-	code, why := closeFor(runErr)
-	log.Info("capture ended", append(fields, zap.Int("code", int(code)), zap.String("reason", why), zap.NamedError("cause", runErr))...)
-	if err := c.Close(code, why); err != nil {
-		c.CloseNow()
-	}
+	t.end(runErr, clientGone)
+}
+
+// reasonOf is the close reason for err, for logs of any transport.
+func reasonOf(err error) string {
+	_, why := closeFor(err)
+	return why
 }
 
 // open resolves the target and opens the capture. The netns fd is held

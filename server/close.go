@@ -25,6 +25,8 @@ var (
 	errHostNetNS  = errors.New("capturing the service's own network namespace is not allowed (--deny-host-netns)")
 	errNetNSGone  = errors.New("network namespace vanished")
 	errClientGone = errors.New("client stopped answering")
+	errOperator   = errors.New("stopped by operator")
+	errLimit      = errors.New("count or duration reached")
 )
 
 // closeFor maps why a session ended to a close code and a reason a person
@@ -42,6 +44,8 @@ func closeFor(err error) (websocket.StatusCode, string) {
 		return websocket.StatusNormalClosure, "capture ended"
 	case errors.Is(err, errShutdown):
 		return websocket.StatusGoingAway, "service shutting down"
+	case errors.Is(err, errOperator):
+		return websocket.StatusNormalClosure, "stopped by operator"
 	case errors.Is(err, errTooMany):
 		return websocket.StatusPolicyViolation, "too many capture sessions, try again later"
 	case errors.Is(err, errHostNetNS):

@@ -63,19 +63,27 @@ func hijacked(r *http.Request) {
 	}
 }
 
-// authenticate requires the bearer token on every path but /version, which
-// clients call to identify the service before they have a token to send.
+// openPaths need no token: /version, which clients call to identify the
+// service, and the probes and metrics scrapers, which carry none.
+var openPaths = map[string]bool{"/version": true, "/healthz": true, "/readyz": true, "/metrics": true}
+
+// authenticate requires the bearer token on every other path.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	want := []byte("Bearer " + s.cfg.AuthToken)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/version" {
+		if openPaths[r.URL.Path] {
 			next.ServeHTTP(w, r)
 			return
 		}
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="packetflix"`)
-			http.Error(w, "401 unauthorized: send the service's token as \"Authorization: Bearer <token>\"", http.StatusUnauthorized)
+			const msg = "unauthorized: send the service's token as \"Authorization: Bearer <token>\""
+			if isAPI(r.URL.Path) {
+				apiError(w, http.StatusUnauthorized, msg)
+				return
+			}
+			http.Error(w, "401 "+msg, http.StatusUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/packetflix/packetflix/capture"
@@ -56,6 +57,10 @@ type captureRequest struct {
 	Filter     string
 	Chaste     bool
 	Snaplen    int
+	// Limits: the session ends normally after Count packets or Duration;
+	// 0 means none.
+	Count    int64
+	Duration time.Duration
 }
 
 // requestError is an error in the request itself; it closes the WebSocket
@@ -148,6 +153,20 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 			return nil, badRequest("snaplen must be a number from 1 to %d, got %q", capture.DefaultSnaplen, clip(s, 24))
 		}
 		req.Snaplen = n
+	}
+	if v := q.Get("count"); q.Has("count") {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil || n < 1 {
+			return nil, badRequest("count must be a positive number of packets, got %q", clip(v, 24))
+		}
+		req.Count = n
+	}
+	if v := q.Get("duration"); q.Has("duration") {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d <= 0 {
+			return nil, badRequest("duration must be a positive duration such as 30s or 5m, got %q", clip(v, 24))
+		}
+		req.Duration = d
 	}
 	return req, nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/packetflix/packetflix/capture"
 	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 )
 
@@ -85,6 +86,8 @@ type Server struct {
 	wg       sync.WaitGroup
 
 	watcherDone chan struct{}
+	metrics     *metrics
+	started     time.Time
 }
 
 // New returns a Server.
@@ -112,6 +115,8 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, mux: http.NewServeMux(), sessions: map[string]*session{}}
 	s.base, s.shutdown = context.WithCancel(context.Background())
+	s.started = time.Now()
+	s.metrics = newMetrics(s)
 	s.watcherDone = make(chan struct{})
 	go s.watchNetNS(cfg.NetNSCheckInterval)
 	s.mux.HandleFunc("GET /version", s.handleVersion)
@@ -126,6 +131,16 @@ func New(cfg Config) *Server {
 		s.mux.HandleFunc("GET /discover/mobyshark", s.handleList)
 	}
 	s.mux.HandleFunc("GET /mobyshark", s.handleList)
+	s.mux.HandleFunc("GET /capture.pcapng", s.handlePlain)
+	s.mux.HandleFunc("GET /api/v1/captures", s.handleCaptures)
+	s.mux.HandleFunc("GET /api/v1/captures/{id}", s.handleCaptureGet)
+	s.mux.HandleFunc("DELETE /api/v1/captures/{id}", s.handleCaptureDelete)
+	s.mux.HandleFunc("GET /api/v1/info", s.handleInfo)
+	s.mux.HandleFunc("GET /api/v1/config", s.handleConfig)
+	s.mux.HandleFunc("/api/", s.apiNotFound)
+	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
+	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	return s
 }
 
@@ -159,12 +174,25 @@ func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
 
 // session is a live capture, as the registry knows it.
 type session struct {
-	id    string
-	start time.Time
+	id        string
+	start     time.Time
+	client    string
+	transport string
 	// Set once the capture runs, under Server.mu.
 	netns  uint64
+	req    *captureRequest
+	cs     *capture.Session
+	st     *stream
 	cancel context.CancelCauseFunc
 	misses int // owned by watchNetNS
+}
+
+// running records what a session captures, for the netns watcher and the
+// management API.
+func (s *Server) running(ss *session, req *captureRequest, cs *capture.Session, st *stream, cancel context.CancelCauseFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss.netns, ss.req, ss.cs, ss.st, ss.cancel = cs.NetNS(), req, cs, st, cancel
 }
 
 // register adds a session, or says why it cannot be added.

@@ -36,11 +36,17 @@ type stream struct {
 	free  chan []byte // sent buffers, back from the sender
 
 	queued atomic.Int64 // bytes waiting in queue (for stats)
+
+	limit   int64 // packets to write at most; 0: no limit
+	written int64 // guarded by mu
 }
 
-func newStream(ctx context.Context) *stream {
+// newStream returns a stream that ends (errLimit) after limit packets, if
+// limit > 0.
+func newStream(ctx context.Context, limit int64) *stream {
 	s := &stream{
 		ctx:   ctx,
+		limit: limit,
 		buf:   make([]byte, 0, messageSize),
 		queue: make(chan []byte, messageBuffers),
 		free:  make(chan []byte, messageBuffers),
@@ -56,6 +62,10 @@ func newStream(ctx context.Context) *stream {
 func (s *stream) WritePacket(p *capture.Packet) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.limit > 0 && s.written >= s.limit {
+		return errLimit
+	}
+	s.written++
 	s.pkt = pcapng.Packet{
 		InterfaceID: uint32(p.Interface),
 		Timestamp:   p.Timestamp,

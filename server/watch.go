@@ -1,19 +1,11 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"time"
 
 	"go.uber.org/zap"
 )
-
-// watch registers a running session with the netns watcher.
-func (s *Server) watch(ss *session, netns uint64, cancel context.CancelCauseFunc) {
-	s.mu.Lock()
-	ss.netns, ss.cancel = netns, cancel
-	s.mu.Unlock()
-}
 
 // watchNetNS ends sessions whose network namespace is gone. The capture's
 // own sockets keep a namespace alive after its container has exited or its

@@ -1,0 +1,139 @@
+package server
+
+import (
+	"errors"
+	"sync/atomic"
+
+	"github.com/packetflix/packetflix/capture"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Session outcomes, the only label of packetflix_sessions_total: a fixed
+// set, so the series count never grows with sessions.
+const (
+	outcomeRefused  = "refused"  // never started: bad request, unknown target, limits
+	outcomeClient   = "client"   // the client closed or went away
+	outcomeEnded    = "ended"    // the capture ended on its own, or a limit was reached
+	outcomeShutdown = "shutdown" // the service stopped
+	outcomeOperator = "operator" // stopped through the management API
+	outcomeError    = "error"    // a failure on our side
+)
+
+// metrics are the service's Prometheus metrics. Packet counters are totals
+// over finished sessions plus the live counters of running ones, read at
+// scrape time: no per-packet metric work, and no per-session labels.
+type metrics struct {
+	reg      *prometheus.Registry
+	sessions *prometheus.CounterVec
+	setup    prometheus.Histogram
+
+	// Totals of finished sessions.
+	delivered, bytes, dropped, received atomic.Uint64
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.sessions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "packetflix_sessions_total",
+		Help: "Capture sessions by how they ended.",
+	}, []string{"outcome"})
+	for _, o := range []string{outcomeRefused, outcomeClient, outcomeEnded, outcomeShutdown, outcomeOperator, outcomeError} {
+		m.sessions.WithLabelValues(o)
+	}
+	m.setup = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "packetflix_capture_setup_seconds",
+		Help:    "Time from a capture request to the capture running (netns lookup, rings open).",
+		Buckets: []float64{.001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
+	})
+	m.reg.MustRegister(m.sessions, m.setup, &liveCollector{s: s, m: m},
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// retire moves a session's final counters into the totals. Under the
+// registry lock, and the session no longer counts as live, so a scrape sees
+// it exactly once: live or in the totals.
+func (s *Server) retire(ss *session, t capture.Stats) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.metrics
+	m.delivered.Add(t.Delivered)
+	m.bytes.Add(t.Bytes)
+	m.dropped.Add(t.Dropped)
+	m.received.Add(t.Received)
+	ss.cs, ss.st = nil, nil
+}
+
+// outcome counts how a session ended.
+func (m *metrics) outcome(err error, started, clientGone bool) {
+	o := outcomeEnded
+	switch {
+	case !started:
+		o = outcomeRefused
+		if errors.Is(err, errShutdown) {
+			o = outcomeShutdown
+		}
+	case clientGone:
+		o = outcomeClient
+	case errors.Is(err, errShutdown):
+		o = outcomeShutdown
+	case errors.Is(err, errOperator):
+		o = outcomeOperator
+	case err != nil:
+		if code, _ := closeFor(err); code == 1011 {
+			o = outcomeError
+		}
+	}
+	m.sessions.WithLabelValues(o).Inc()
+}
+
+var (
+	descActive    = prometheus.NewDesc("packetflix_sessions_active", "Capture sessions running now.", nil, nil)
+	descDelivered = prometheus.NewDesc("packetflix_packets_delivered_total", "Packets handed to clients' streams.", nil, nil)
+	descBytes     = prometheus.NewDesc("packetflix_bytes_delivered_total", "Captured bytes handed to clients' streams.", nil, nil)
+	descDropped   = prometheus.NewDesc("packetflix_kernel_drops_total", "Packets the kernel dropped because a capture ring was full (client slower than the traffic).", nil, nil)
+	descReceived  = prometheus.NewDesc("packetflix_kernel_received_total", "Packets the kernel accepted into capture rings (filter passed), drops included.", nil, nil)
+	descQueued    = prometheus.NewDesc("packetflix_send_queue_bytes", "Bytes queued for WebSocket and HTTP clients, all sessions.", nil, nil)
+)
+
+// liveCollector reports the counters that include running sessions.
+type liveCollector struct {
+	s *Server
+	m *metrics
+}
+
+func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descActive, descDelivered, descBytes, descDropped, descReceived, descQueued} {
+		ch <- d
+	}
+}
+
+func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
+	var live capture.Stats
+	var queued int64
+	// Under the registry lock, against retire: every session is counted
+	// once, live or in the totals, so counters never go backwards.
+	c.s.mu.Lock()
+	active := len(c.s.sessions)
+	for _, ss := range c.s.sessions {
+		if ss.cs == nil {
+			continue
+		}
+		for _, x := range ss.cs.Stats() {
+			live.Delivered += x.Delivered
+			live.Bytes += x.Bytes
+			live.Dropped += x.Dropped
+			live.Received += x.Received
+		}
+		queued += ss.st.queued.Load()
+	}
+	m := c.m
+	delivered, bytes, dropped, received := m.delivered.Load()+live.Delivered, m.bytes.Load()+live.Bytes, m.dropped.Load()+live.Dropped, m.received.Load()+live.Received
+	c.s.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(active))
+	ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.CounterValue, float64(delivered))
+	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(bytes))
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
+	ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(received))
+	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(queued))
+}
