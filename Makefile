@@ -18,7 +18,7 @@ BUILD_DEPS := gcc libpcap-dev
 TEST_DEPS := $(BUILD_DEPS) tshark iproute2 docker.io busybox-static
 BENCH_DEPS := $(TEST_DEPS) tcpdump curl
 
-.PHONY: all build run test fuzz bench bench-full deps-build deps-test deps-bench clean
+.PHONY: all build run test fuzz bench bench-full deps-build deps-test deps-bench clean image
 
 all: build
 
@@ -65,3 +65,13 @@ bench-full: build deps-bench
 
 clean:
 	rm -rf bin out
+
+# The container image (deployments/Dockerfile; the Kubernetes manifest is
+# deployments/daemonset.yaml), tagged with the version and latest. Docker
+# tags cannot hold "+", so the tag spells the build metadata with "-"
+# (0.1.0-3f2a1bc); the binary keeps VERSION as it is. Needs a Docker engine
+# that answers; none is started here.
+IMAGE_TAG := $(subst +,-,$(VERSION))
+image:
+	@docker info >/dev/null 2>&1 || { echo "no Docker engine: make image needs one" >&2; exit 1; }
+	docker build -f deployments/Dockerfile --build-arg VERSION=$(VERSION) -t packetflix:$(IMAGE_TAG) -t packetflix:latest .

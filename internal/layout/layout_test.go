@@ -22,6 +22,7 @@ var allowed = map[string][]string{
 	"cmd/pfcat":       {"pcapng"},
 	"internal/testns": {"netnsutil"},
 	"internal/layout": {},
+	"deployments":     {},
 }
 
 func TestImportGraph(t *testing.T) {
