@@ -374,3 +374,76 @@ func TestIntegrationInterfaceAdded(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestIntegrationPoolReuse: a ring given back to the pool is taken by the
+// next capture of the interface, which then starts without the kernel's
+// ring setup; nothing of the first capture (packets, counters, filter,
+// promiscuity) reaches the second.
+func TestIntegrationPoolReuse(t *testing.T) {
+	p := twoHosts(t)
+	pool := capture.NewPool(4, time.Minute)
+	t.Cleanup(pool.Close)
+	before := p.a.Promiscuity("eth0")
+	ua := p.a.UDP("198.18.1.1:4000")
+	send := func(tag byte, port, n int) {
+		for i := 0; i < n; i++ {
+			ua.WriteToUDP(payload(tag, i), &net.UDPAddr{IP: net.IPv4(198, 18, 1, 2), Port: port})
+		}
+	}
+	count := func(c *collector, tag byte) (k int) {
+		for _, g := range c.snapshot() {
+			if pl := udpPayload(g.data); len(pl) > 6 && pl[6] == tag {
+				k++
+			}
+		}
+		return k
+	}
+
+	s1, err := capture.Open(capture.Config{NetNS: p.a.Open(), Interfaces: []string{"eth0"}, Promiscuous: true, Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1 := &collector{}
+	stop1 := run(t, s1, c1)
+	send('A', 4000, 10)
+	waitFor(t, "A packets", func() bool { return count(c1, 'A') == 10 })
+	if err := stop1(); err != nil {
+		t.Fatal(err)
+	}
+	send('B', 4001, 10) // between the captures: must reach neither
+	waitFor(t, "ring idle in the pool", func() bool { return pool.Idle() == 1 })
+	if got := p.a.Promiscuity("eth0"); got != before {
+		t.Fatalf("promiscuity %d with the ring idle, want %d", got, before)
+	}
+	send('B', 4001, 10)
+
+	start := time.Now()
+	s2, err := capture.Open(capture.Config{NetNS: p.a.Open(), Interfaces: []string{"eth0"}, Filter: "udp dst port 4001", Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Open with a pooled ring: %v", time.Since(start))
+	if pool.Idle() != 0 {
+		t.Fatal("the second capture did not take the pooled ring")
+	}
+	c2 := &collector{}
+	stop2 := run(t, s2, c2)
+	send('C', 4000, 10)
+	send('D', 4001, 10)
+	waitFor(t, "D packets", func() bool { return count(c2, 'D') == 10 })
+	time.Sleep(20 * time.Millisecond)
+	if err := stop2(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range []byte{'A', 'B', 'C'} {
+		if k := count(c2, tag); k != 0 {
+			t.Fatalf("the second capture saw %d %c packets", k, tag)
+		}
+	}
+	if st := s2.Stats()[0]; st.Received != 10 || st.Delivered != 10 || st.Dropped != 0 {
+		t.Fatalf("second capture's counters %+v, want its own 10", st)
+	}
+	if got := p.a.Promiscuity("eth0"); got != before {
+		t.Fatalf("promiscuity %d after a chaste capture on a reused ring, want %d", got, before)
+	}
+}

@@ -77,6 +77,13 @@ type ring struct {
 	sockErr                error // set by the wait callback
 	stopped                atomic.Bool
 	closed                 bool // owned by the reader
+
+	tov     time.Duration // the block timeout
+	// notBefore (Unix ns) makes a reused ring skip packets captured before
+	// its new capture began, should any have escaped the draining.
+	notBefore int64
+	key     poolKey       // for Pool: which captures may reuse it
+	promisc bool          // holds a promiscuous membership
 }
 
 // openRing creates the socket in the calling thread's netns (so it must run
@@ -88,7 +95,7 @@ func openRing(ifindex int, sockType int, prog []unix.SockFilter, ignoreOutgoing,
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
-	r := &ring{fd: fd, bs: o.BlockSize, nb: o.NumBlocks}
+	r := &ring{fd: fd, bs: o.BlockSize, nb: o.NumBlocks, tov: time.Duration(max(1, o.BlockTimeout.Milliseconds())) * time.Millisecond, promisc: promisc}
 	defer func() {
 		if err != nil {
 			r.close()
@@ -259,7 +266,7 @@ func (r *ring) readBlock(p *Packet, sink Sink) error {
 	off := int(h.Offset_to_first_pkt)
 	end := base + r.bs
 	var err error
-	var nbytes uint64
+	var delivered, nbytes uint64
 	for i := 0; i < n; i++ {
 		at := base + off
 		if at+sllOffset+int(unsafe.Sizeof(unix.RawSockaddrLinklayer{})) > end {
@@ -272,8 +279,15 @@ func (r *ring) readBlock(p *Packet, sink Sink) error {
 		if stop > end || start > stop {
 			break
 		}
-		p.Data = r.mem[start:stop:stop]
 		p.Timestamp = int64(th.Sec)*1e9 + int64(th.Nsec)
+		if p.Timestamp < r.notBefore {
+			if th.Next_offset == 0 {
+				break
+			}
+			off += int(th.Next_offset)
+			continue
+		}
+		p.Data = r.mem[start:stop:stop]
 		p.Length = int(th.Len)
 		p.PktType = sll.Pkttype
 		p.VLANValid = th.Status&unix.TP_STATUS_VLAN_VALID != 0
@@ -285,22 +299,26 @@ func (r *ring) readBlock(p *Packet, sink Sink) error {
 			}
 		}
 		if err = sink.WritePacket(p); err != nil {
-			n = i // the sink did not take it
-			break
+			break // the sink did not take it
 		}
+		delivered++
 		nbytes += uint64(len(p.Data))
 		if th.Next_offset == 0 {
-			n = i + 1
 			break
 		}
 		off += int(th.Next_offset)
 	}
 	p.Data = nil
-	r.delivered.Add(uint64(n))
+	r.delivered.Add(delivered)
 	r.bytes.Add(nbytes)
-	atomic.StoreUint32(&h.Block_status, unix.TP_STATUS_KERNEL)
-	r.cur = (r.cur + 1) % r.nb
+	r.release()
 	return err
+}
+
+// release hands the current block back to the kernel and moves on.
+func (r *ring) release() {
+	atomic.StoreUint32(&r.blockHdr(r.cur).Block_status, unix.TP_STATUS_KERNEL)
+	r.cur = (r.cur + 1) % r.nb
 }
 
 // readStats adds the kernel's counters since the last read to the totals.

@@ -39,6 +39,9 @@ type Config struct {
 	Promiscuous bool
 	// Ring sizes each interface's kernel ring; zero fields take defaults.
 	Ring RingOptions
+	// Pool, if set, lends rings of ended captures and takes this
+	// capture's rings back when it ends.
+	Pool *Pool
 }
 
 // Interface describes one captured interface. Its position in
@@ -101,6 +104,7 @@ type Stats struct {
 // goroutine.
 type Session struct {
 	netns uint64
+	nsID  netnsutil.ID
 	cfg   Config // NetNS is not kept: the caller owns it
 	progs map[uint16][]unix.SockFilter
 
@@ -172,7 +176,7 @@ func Open(cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{netns: ino, cfg: cfg, progs: progs, mon: mon}
+	s := &Session{netns: ino, nsID: cfg.NetNS.ID(), cfg: cfg, progs: progs, mon: mon}
 	s.cfg.NetNS = nil
 	if all {
 		if s.ns, err = cfg.NetNS.Dup(); err != nil {
@@ -208,12 +212,22 @@ func (s *Session) openRings(ns *netnsutil.NetNS, sel []link) ([]Interface, []*ri
 				continue
 			}
 		}
+		key := poolKey{netns: s.nsID, ifindex: l.index, name: l.name, hatype: l.hatype, sockType: st, ring: s.cfg.Ring}
+		if r := s.cfg.Pool.take(key); r != nil {
+			if err := r.reuse(l.index, prog, s.cfg.Promiscuous); err == nil {
+				r.promisc = s.cfg.Promiscuous
+				rings[i] = r
+				continue
+			}
+			r.close() // e.g. the interface is gone: open afresh, or fail there
+		}
 		wg.Go(func() {
 			errs[i] = netnsutil.Do(ns, func() error {
 				r, err := openRing(l.index, st, prog, l.hatype == unix.ARPHRD_LOOPBACK, s.cfg.Promiscuous, s.cfg.Ring)
 				if err != nil {
 					return &OpError{Op: OpOpenRing, NetNS: s.netns, Interface: l.name, Err: err}
 				}
+				r.key = key
 				rings[i] = r
 				return nil
 			})
@@ -297,7 +311,7 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 		active++
 		wg.Go(func() {
 			err := s.read(r, i, ifc, sink)
-			st := r.finish()
+			st := s.finish(r, err)
 			s.mu.Lock()
 			s.stats[i] = st
 			s.mu.Unlock()
@@ -468,11 +482,17 @@ func (s *Session) read(r *ring, i int, ifc Interface, sink Sink) error {
 	}
 }
 
-// finish reads the final counters and closes the ring.
-func (r *ring) finish() Stats {
+// finish reads a ring's final counters and closes it, or gives it to the
+// pool when its reader stopped normally (not on a vanished interface or an
+// error, after which the socket may be unusable).
+func (s *Session) finish(r *ring, err error) Stats {
 	_ = r.readStats()
 	st := r.live()
-	r.close()
+	if s.cfg.Pool != nil && err == nil {
+		s.cfg.Pool.give(r.key, r, r.promisc)
+	} else {
+		r.close()
+	}
 	return st
 }
 

@@ -128,7 +128,7 @@ func (s *Server) handleCaptureDelete(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	ss, ok := s.sessions[id]
 	var cancel context.CancelCauseFunc
-	if ok {
+	if ok && ss.cs != nil { // running, not retired
 		cancel = ss.cancel
 	}
 	s.mu.Unlock()
@@ -200,6 +200,8 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 		"ring_block_timeout_ms":  ring.BlockTimeout.Milliseconds(),
 		"message_bytes":          messageSize,
 		"message_buffers":        messageBuffers,
+		"idle_rings":             c.IdleRings,
+		"idle_ring_ttl_seconds":  c.IdleRingTTL.Seconds(),
 		"log_requests":           c.LogRequests,
 	})
 }

@@ -268,5 +268,6 @@ func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Sessio
 		Snaplen:     req.Snaplen,
 		Promiscuous: !req.Chaste,
 		Ring:        s.cfg.Ring,
+		Pool:        s.pool,
 	})
 }

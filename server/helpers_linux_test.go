@@ -260,3 +260,6 @@ func writeFile(t *testing.T, data []byte) string {
 var _ = testns.RequireRoot
 
 func testLogger(t *testing.T) *zap.Logger { return zaptest.NewLogger(t) }
+
+// noPool turns ring reuse off, for tests that count fds.
+func noPool(c *server.Config) { c.IdleRings = -1 }

@@ -246,7 +246,7 @@ func TestIntegrationSlowClientBounded(t *testing.T) {
 // back to their baseline.
 func TestIntegrationCycles(t *testing.T) {
 	h := newHosts(t, false)
-	srv, ts := startServer(t)
+	srv, ts := startServer(t, noPool) // idle rings would hold fds on purpose
 	wsURL := "ws" + strings.TrimPrefix(ts.URL, "http") + "/capture?" + q("netns", ino(h.a), "nif", "eth0/lo").Encode()
 	cycle := func(i int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -63,12 +63,20 @@ type Config struct {
 	// NetNSCheckInterval is how often sessions check that their network
 	// namespace still has a process or bind mount; 0 means 2 s.
 	NetNSCheckInterval time.Duration
+	// IdleRings is how many rings of ended captures are kept for reuse
+	// (DefaultIdleRings when 0, none when negative); a capture of the same
+	// interface then starts without the kernel's ring setup. Each idle ring
+	// holds its kernel memory and its netns, for at most IdleRingTTL.
+	IdleRings   int
+	IdleRingTTL time.Duration
 }
 
 // Defaults for Config.
 const (
 	DefaultMaxSessions   = 64
 	DefaultClientTimeout = 30 * time.Second
+	DefaultIdleRings     = 8
+	DefaultIdleRingTTL   = 10 * time.Second
 )
 
 // Server serves the Packetflix API. Handler may be used by any number of
@@ -88,6 +96,7 @@ type Server struct {
 	watcherDone chan struct{}
 	metrics     *metrics
 	started     time.Time
+	pool        *capture.Pool // nil: no ring reuse
 }
 
 // New returns a Server.
@@ -110,6 +119,12 @@ func New(cfg Config) *Server {
 	if cfg.NetNSCheckInterval <= 0 {
 		cfg.NetNSCheckInterval = 2 * time.Second
 	}
+	if cfg.IdleRings == 0 {
+		cfg.IdleRings = DefaultIdleRings
+	}
+	if cfg.IdleRingTTL <= 0 {
+		cfg.IdleRingTTL = DefaultIdleRingTTL
+	}
 	if cfg.Discovery == nil {
 		cfg.Discovery = netnsutil.NewDiscoverer(netnsutil.DiscoverConfig{Finder: cfg.Finder, Log: cfg.Log.Named("discovery")})
 	}
@@ -117,6 +132,9 @@ func New(cfg Config) *Server {
 	s.base, s.shutdown = context.WithCancel(context.Background())
 	s.started = time.Now()
 	s.metrics = newMetrics(s)
+	if cfg.IdleRings > 0 {
+		s.pool = capture.NewPool(cfg.IdleRings, cfg.IdleRingTTL)
+	}
 	s.watcherDone = make(chan struct{})
 	go s.watchNetNS(cfg.NetNSCheckInterval)
 	s.mux.HandleFunc("GET /version", s.handleVersion)
@@ -233,7 +251,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdown()
 	s.mu.Unlock()
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); <-s.watcherDone; close(done) }()
+	go func() {
+		s.wg.Wait()
+		<-s.watcherDone
+		if s.pool != nil {
+			s.pool.Close()
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil

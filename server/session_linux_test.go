@@ -282,7 +282,7 @@ func TestIntegrationContainerReference(t *testing.T) {
 // netns.
 func TestIntegrationNoLeaks(t *testing.T) {
 	h := newHosts(t, false)
-	_, ts := startServer(t)
+	_, ts := startServer(t, noPool) // idle rings would hold fds on purpose
 	// Warm up lazily started runtime and http goroutines.
 	cl := dial(t, ts, q("netns", ino(h.a)), nil)
 	cl.waitLive()

@@ -33,13 +33,16 @@ func (s *Server) watchNetNS(interval time.Duration) {
 			}
 		}
 		s.mu.Unlock()
-		if len(active) == 0 {
+		if len(active) == 0 && (s.pool == nil || s.pool.Idle() == 0) {
 			continue
 		}
 		live, err := s.cfg.Finder.LiveInodes()
 		if err != nil {
 			s.log.Warn("cannot check network namespaces", zap.Error(err))
 			continue
+		}
+		if s.pool != nil {
+			s.pool.Evict(func(ino uint64) bool { _, ok := live[ino]; return ok })
 		}
 		for _, ss := range active {
 			if _, ok := live[ss.netns]; ok {

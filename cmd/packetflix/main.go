@@ -60,6 +60,7 @@ func run() error {
 	clientTimeout := fs.Duration("client-timeout", server.DefaultClientTimeout, "end a session whose client stopped answering after this long")
 	authTokenFile := fs.String("auth-token-file", "", "file holding a token that clients must send as \"Authorization: Bearer <token>\"")
 	denyHostNetNS := fs.Bool("deny-host-netns", false, "refuse captures from the service's own network namespace")
+	idleRings := fs.Int("idle-rings", server.DefaultIdleRings, "rings of ended captures kept for reuse by the next capture of the same interface (0: none)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -133,6 +134,7 @@ func run() error {
 		ClientTimeout:  *clientTimeout,
 		AuthToken:      token,
 		DenyHostNetNS:  *denyHostNetNS,
+		IdleRings:      idleRingsConfig(*idleRings),
 	})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -161,6 +163,14 @@ func run() error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// idleRingsConfig maps the flag (0: none) to server.Config (0: default).
+func idleRingsConfig(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 func osName() string {
