@@ -78,12 +78,12 @@ type ring struct {
 	stopped                atomic.Bool
 	closed                 bool // owned by the reader
 
-	tov     time.Duration // the block timeout
+	tov time.Duration // the block timeout
 	// notBefore (Unix ns) makes a reused ring skip packets captured before
 	// its new capture began, should any have escaped the draining.
 	notBefore int64
-	key     poolKey       // for Pool: which captures may reuse it
-	promisc bool          // holds a promiscuous membership
+	key       poolKey // for Pool: which captures may reuse it
+	promisc   bool    // holds a promiscuous membership
 }
 
 // openRing creates the socket in the calling thread's netns (so it must run
