@@ -33,7 +33,18 @@ func listLinks() ([]link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink RTM_GETLINK: %w", err)
 	}
-	msgs, err := syscall.ParseNetlinkMessage(rib)
+	links, err := parseLinks(rib)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(links, func(i, j int) bool { return links[i].index < links[j].index })
+	return links, nil
+}
+
+// parseLinks reads the RTM_NEWLINK messages of a netlink answer or
+// notification.
+func parseLinks(b []byte) ([]link, error) {
+	msgs, err := syscall.ParseNetlinkMessage(b)
 	if err != nil {
 		return nil, fmt.Errorf("netlink parse: %w", err)
 	}
@@ -57,7 +68,6 @@ func listLinks() ([]link, error) {
 			links = append(links, l)
 		}
 	}
-	sort.Slice(links, func(i, j int) bool { return links[i].index < links[j].index })
 	return links, nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"os"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -61,31 +60,7 @@ func (m *monitor) next() ([]link, error) {
 		// so say so rather than pretend.
 		return nil, fmt.Errorf("netlink receive: %w", rerr)
 	}
-	msgs, err := syscall.ParseNetlinkMessage(m.buf[:n])
-	if err != nil {
-		return nil, err
-	}
-	var links []link
-	for _, msg := range msgs {
-		if msg.Header.Type != syscall.RTM_NEWLINK || len(msg.Data) < syscall.SizeofIfInfomsg {
-			continue
-		}
-		ifi := (*syscall.IfInfomsg)(unsafe.Pointer(&msg.Data[0]))
-		attrs, err := syscall.ParseNetlinkRouteAttr(&msg)
-		if err != nil {
-			continue
-		}
-		l := link{index: int(ifi.Index), hatype: ifi.Type}
-		for _, a := range attrs {
-			if a.Attr.Type == syscall.IFLA_IFNAME {
-				l.name = cString(a.Value)
-			}
-		}
-		if l.name != "" {
-			links = append(links, l)
-		}
-	}
-	return links, nil
+	return parseLinks(m.buf[:n])
 }
 
 // stop makes next return errStopped; safe from any goroutine.
