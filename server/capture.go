@@ -53,7 +53,8 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	}
 	req, perr := parseCaptureRequest(r)
 
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	gw := &gatedWriter{ResponseWriter: w}
+	c, err := websocket.Accept(gw, r, &websocket.AcceptOptions{
 		// Clients (csharg, GhostWire's UI) come from anywhere; access
 		// control belongs to the authenticating proxy in front (api.md).
 		InsecureSkipVerify: true,
@@ -67,7 +68,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	hijacked(r)
 	// connCtx ends when the client closes or the connection dies.
 	connCtx := c.CloseRead(context.Background())
-	s.session(connCtx, &wsTransport{c: c, ctx: connCtx, timeout: s.cfg.ClientTimeout}, req, perr, r.RemoteAddr)
+	s.session(connCtx, &wsTransport{c: c, ctx: connCtx, gate: gw.gate, timeout: s.cfg.ClientTimeout}, req, perr, r.RemoteAddr)
 }
 
 // transport carries one session's stream to its client.
@@ -79,6 +80,9 @@ type transport interface {
 	ping() error
 	// refuse reports an error before any stream byte was sent.
 	refuse(err error)
+	// closing is closed when the client asks to end the session (a
+	// WebSocket close frame); nil if the transport has no such thing.
+	closing() <-chan struct{}
 	// end finishes a stream that the service ended (err is why, nil for a
 	// normal end); clientGone says the client left first.
 	end(err error, clientGone bool)
@@ -87,6 +91,7 @@ type transport interface {
 type wsTransport struct {
 	c       *websocket.Conn
 	ctx     context.Context
+	gate    *closeGate
 	timeout time.Duration
 }
 
@@ -102,16 +107,32 @@ func (t *wsTransport) ping() error {
 	return t.c.Ping(ctx)
 }
 
-func (t *wsTransport) refuse(err error) { t.c.Close(closeFor(err)) }
+func (t *wsTransport) closing() <-chan struct{} { return t.gate.closing }
+
+// refuse closes with the reason. The gate must let the client's answer to
+// our close frame through, or Close would wait for it in vain.
+func (t *wsTransport) refuse(err error) {
+	t.gate.release()
+	t.c.Close(closeFor(err))
+}
 
 func (t *wsTransport) end(err error, clientGone bool) {
-	if clientGone {
-		// coder/websocket has already answered a close frame, if any.
+	t.gate.release()
+	switch {
+	case errors.Is(err, errClientClosing):
+		// The ISBs are queued and sent: now coder/websocket may read the
+		// client's close frame, and it answers it.
+		select {
+		case <-t.ctx.Done():
+		case <-time.After(finishTimeout):
+		}
 		t.c.CloseNow()
-		return
-	}
-	if t.c.Close(closeFor(err)) != nil {
+	case clientGone:
 		t.c.CloseNow()
+	default:
+		if t.c.Close(closeFor(err)) != nil {
+			t.c.CloseNow()
+		}
 	}
 }
 
@@ -179,6 +200,16 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 	// it; the first Idle of a reader sends it.
 	st.buf = append(st.buf, hdr...)
 	s.running(ss, req, cs, st, cancelRun)
+	if ch := t.closing(); ch != nil {
+		// Ends with runCtx, which the deferred cancelRun ends at the latest.
+		go func() {
+			select {
+			case <-ch:
+				cancelRun(errClientClosing)
+			case <-runCtx.Done():
+			}
+		}()
+	}
 
 	sendDone := make(chan error, 1)
 	go func() {
@@ -224,10 +255,10 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		}
 	}
 	clientGone := connCtx.Err() != nil || sendErr != nil || errors.Is(runErr, errClientGone)
-	s.metrics.outcome(runErr, true, clientGone)
+	s.metrics.outcome(runErr, true, clientGone || errors.Is(runErr, errClientClosing))
 	fields := []zap.Field{zap.Uint64("delivered", total.Delivered), zap.Uint64("kernel_received", total.Received),
 		zap.Uint64("kernel_dropped", total.Dropped), zap.Uint64("bytes", total.Bytes), zap.Duration("duration", now.Sub(ss.start))}
-	if clientGone {
+	if clientGone || errors.Is(runErr, errClientClosing) {
 		log.Info("capture stopped by client", append(fields, zap.NamedError("send", sendErr), zap.NamedError("cause", runErr))...)
 	} else {
 		log.Info("capture ended", append(fields, zap.String("reason", reasonOf(runErr)), zap.NamedError("cause", runErr))...)

@@ -26,7 +26,10 @@ var (
 	errNetNSGone  = errors.New("network namespace vanished")
 	errClientGone = errors.New("client stopped answering")
 	errOperator   = errors.New("stopped by operator")
-	errLimit      = errors.New("count or duration reached")
+	// errClientClosing: the client sent a close frame; it gets the ISBs,
+	// then the answer to its close.
+	errClientClosing = errors.New("client closed")
+	errLimit         = errors.New("count or duration reached")
 )
 
 // closeFor maps why a session ended to a close code and a reason a person
@@ -44,6 +47,8 @@ func closeFor(err error) (websocket.StatusCode, string) {
 		return websocket.StatusNormalClosure, "capture ended"
 	case errors.Is(err, errShutdown):
 		return websocket.StatusGoingAway, "service shutting down"
+	case errors.Is(err, errClientClosing):
+		return websocket.StatusNormalClosure, "capture ended"
 	case errors.Is(err, errOperator):
 		return websocket.StatusNormalClosure, "stopped by operator"
 	case errors.Is(err, errTooMany):

@@ -1,10 +1,12 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -263,3 +265,63 @@ func testLogger(t *testing.T) *zap.Logger { return zaptest.NewLogger(t) }
 
 // noPool turns ring reuse off, for tests that count fds.
 func noPool(c *server.Config) { c.IdleRings = -1 }
+
+// rawWS is a minimal RFC 6455 client that, unlike library clients, keeps
+// every data message it receives after sending its own close frame, as
+// csharg does while it waits for the server's close.
+type rawWS struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, ts *httptest.Server, q url.Values) *rawWS {
+	t.Helper()
+	c, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET /capture?%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", q.Encode())
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	return &rawWS{c: c, br: br}
+}
+
+// next reads one frame: opcode and payload.
+func (w *rawWS) next() (byte, []byte, error) {
+	w.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var h [2]byte
+	if _, err := io.ReadFull(w.br, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		io.ReadFull(w.br, b[:])
+		n = uint64(binary.BigEndian.Uint16(b[:]))
+	case 127:
+		var b [8]byte
+		io.ReadFull(w.br, b[:])
+		n = binary.BigEndian.Uint64(b[:])
+	}
+	p := make([]byte, n)
+	_, err := io.ReadFull(w.br, p)
+	return h[0] & 0x0f, p, err
+}
+
+// sendClose sends a masked close frame with code.
+func (w *rawWS) sendClose(code uint16) {
+	mask := [4]byte{1, 2, 3, 4}
+	payload := binary.BigEndian.AppendUint16(nil, code)
+	f := []byte{0x88, 0x80 | byte(len(payload))}
+	f = append(f, mask[:]...)
+	for i, b := range payload {
+		f = append(f, b^mask[i%4])
+	}
+	w.c.Write(f)
+}

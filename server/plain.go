@@ -55,6 +55,9 @@ func (t *httpTransport) write(b []byte) error {
 // (Server.connContext) notice a vanished client.
 func (t *httpTransport) ping() error { return nil }
 
+// closing: a plain HTTP client just disconnects.
+func (t *httpTransport) closing() <-chan struct{} { return nil }
+
 func (t *httpTransport) refuse(err error) {
 	http.Error(t.w, reasonOf(err), httpStatus(err))
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/packetflix/packetflix/internal/testns"
 	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/server"
 	"golang.org/x/sys/unix"
 )
 
@@ -325,4 +326,46 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(e)
+}
+
+// TestIntegrationClientCloseGetsISBs: when the client ends the capture
+// (close frame, as csharg does, then reading on until the server's close),
+// it gets the ISBs with the final counters before the answer to its close,
+// with and without ring reuse.
+func TestIntegrationClientCloseGetsISBs(t *testing.T) {
+	h := newHosts(t, false)
+	for i, opt := range []func(*server.Config){func(*server.Config) {}, noPool} {
+		_, ts := startServer(t, opt)
+		w := dialRaw(t, ts, q("netns", ino(h.a), "nif", "eth0", "filter", "udp"))
+		var data []byte
+		op, b, err := w.next() // the header: live
+		if err != nil || op != 2 {
+			t.Fatalf("first frame %d %v", op, err)
+		}
+		data = append(data, b...)
+		send(t, h.a.UDP(fmt.Sprintf("198.18.1.1:%d", 4000+i)), "198.18.1.2:4000", 'Z', 25)
+		time.Sleep(50 * time.Millisecond)
+		start := time.Now()
+		w.sendClose(1000)
+		var closeCode uint16
+		for {
+			op, b, err := w.next()
+			if err != nil {
+				t.Fatalf("run %d: no close frame: %v", i, err)
+			}
+			if op == 8 {
+				if len(b) >= 2 {
+					closeCode = binary.BigEndian.Uint16(b)
+				}
+				break
+			}
+			data = append(data, b...)
+		}
+		t.Logf("run %d: close answered after %v", i, time.Since(start))
+		s := parse(t, data)
+		if closeCode != 1000 || len(s.pkts) != 25 || len(s.isbs) != 1 || s.isbs[0].Stats.Delivered != 25 || s.isbs[0].Stats.Received != 25 {
+			t.Fatalf("run %d: close %d, %d packets, ISBs %+v", i, closeCode, len(s.pkts), s.isbs)
+		}
+		checkWireshark(t, data, []string{"eth0"}, 25)
+	}
 }
