@@ -201,8 +201,11 @@ func TestIntegrationMetrics(t *testing.T) {
 	cl.stop()
 	bad := dial(t, ts, q("netns", "abc"), nil)
 	bad.closeStatus()
-	waitUntil(t, "sessions counted", func() bool {
-		return val(scrape(), "packetflix_sessions_total", "outcome", "client") == 1
+	waitUntil(t, "sessions counted and gone", func() bool {
+		mf := scrape()
+		return val(mf, "packetflix_sessions_total", "outcome", "client") == 1 &&
+			val(mf, "packetflix_sessions_total", "outcome", "refused") == 1 &&
+			val(mf, "packetflix_sessions_active", "", "") == 0
 	})
 	mf := scrape()
 	for _, c := range []struct {
