@@ -162,7 +162,7 @@ type BuildInfo struct {
 func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 	info := Info{
 		Name: Name, Version: s.cfg.Version, GoVersion: runtime.Version(),
-		StartTime: s.started, UptimeSeconds: time.Since(s.started).Seconds(), Captures: s.Sessions(),
+		StartTime: s.started, UptimeSeconds: time.Since(s.started).Seconds(), Captures: len(s.captures()),
 	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, kv := range bi.Settings {
