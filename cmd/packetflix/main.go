@@ -158,8 +158,12 @@ func run() error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// Both at once: http.Server.Shutdown stops accepting and waits for
+	// plain-HTTP captures, which end only when srv.Shutdown ends them.
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(sctx) }()
 	_ = hs.Shutdown(sctx)
-	if err := srv.Shutdown(sctx); err != nil {
+	if err := <-done; err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil

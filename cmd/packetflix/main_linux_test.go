@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -82,6 +83,20 @@ func TestIntegrationSIGTERM(t *testing.T) {
 	}
 	data = append(data, hdr...)
 
+	// A plain-HTTP capture too: it must not hold the shutdown up.
+	plain := make(chan []byte, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("http://%s/capture.pcapng?netns=%d&nif=eth0", base, a.Inode))
+		if err != nil {
+			plain <- nil
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		plain <- b
+	}()
+	time.Sleep(200 * time.Millisecond)
+
 	start := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -100,19 +115,16 @@ func TestIntegrationSIGTERM(t *testing.T) {
 	if ce.Code != websocket.StatusGoingAway || ce.Reason != "service shutting down" {
 		t.Fatalf("close %d %q", ce.Code, ce.Reason)
 	}
-	r := pcapng.NewReader(bytes.NewReader(data))
-	isbs := 0
-	for {
-		blk, err := r.Next()
-		if err != nil {
-			break
-		}
-		if blk.Type == pcapng.BlockTypeISB {
-			isbs++
-		}
-	}
-	if isbs != 1 {
+	if isbs := countISBs(data); isbs != 1 {
 		t.Fatalf("%d ISBs, want 1", isbs)
+	}
+	select {
+	case b := <-plain:
+		if n := countISBs(b); n != 1 {
+			t.Fatalf("plain-HTTP capture got %d ISBs (%d bytes)", n, len(b))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("plain-HTTP capture not ended by SIGTERM")
 	}
 	select {
 	case <-exited:
@@ -125,5 +137,19 @@ func TestIntegrationSIGTERM(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "shutting down") {
 		t.Fatalf("log lacks the shutdown line")
+	}
+}
+
+func countISBs(data []byte) int {
+	r := pcapng.NewReader(bytes.NewReader(data))
+	n := 0
+	for {
+		blk, err := r.Next()
+		if err != nil {
+			return n
+		}
+		if blk.Type == pcapng.BlockTypeISB {
+			n++
+		}
 	}
 }
