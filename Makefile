@@ -18,7 +18,7 @@ BUILD_DEPS := gcc libpcap-dev
 TEST_DEPS := $(BUILD_DEPS) tshark iproute2 docker.io busybox-static
 BENCH_DEPS := $(TEST_DEPS) tcpdump curl
 
-.PHONY: all build run test fuzz bench bench-full deps-build deps-test deps-bench clean image
+.PHONY: all build run test lint fuzz bench bench-full deps-build deps-test deps-bench clean image
 
 all: build
 
@@ -39,10 +39,14 @@ run: build
 
 # Every test, privileged ones included (they create throwaway netns), plus
 # short fuzz runs. Under CI=true a privileged test that would skip fails.
-test: deps-test
-	$(GO) vet ./...
+test: deps-test lint
 	$(GO) test -race -count=1 -timeout 10m ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+# vet, and staticcheck at a fixed version (fetched through the module proxy).
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 FUZZTIME ?= 30s
 fuzz:

@@ -17,10 +17,9 @@ func listDocker(ctx context.Context, host string) ([]engineContainer, error) {
 			return nil, err
 		}
 	}
-	// Negotiation makes the client speak older engines' API versions
-	// (Debian 12's dockerd 20.10 has 1.41); v0.6.2 negotiates by default and
-	// the option is kept to say so should the default change back.
-	cli, err := docker.New(docker.WithHost(host), docker.WithAPIVersionNegotiation())
+	// v0.6.2 negotiates the API version by default, which lets it speak to
+	// older engines (Debian 12's dockerd 20.10 has 1.41).
+	cli, err := docker.New(docker.WithHost(host))
 	if err != nil {
 		return nil, fmt.Errorf("docker client for %s: %w", host, err)
 	}

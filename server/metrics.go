@@ -6,6 +6,7 @@ import (
 
 	"github.com/packetflix/packetflix/capture"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Session outcomes, the only label of packetflix_sessions_total: a fixed
@@ -46,7 +47,7 @@ func newMetrics(s *Server) *metrics {
 		Buckets: []float64{.001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
 	})
 	m.reg.MustRegister(m.sessions, m.setup, &liveCollector{s: s, m: m},
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
