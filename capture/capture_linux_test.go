@@ -3,7 +3,6 @@ package capture_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -54,23 +53,10 @@ func (c *collector) snapshot() []got {
 	return append([]got(nil), c.pkts...)
 }
 
-// payload is "PFTEST" + tag + seq: unique per packet and test.
-func payload(tag byte, seq int) []byte {
-	b := make([]byte, 32)
-	copy(b, "PFTEST")
-	b[6] = tag
-	binary.BigEndian.PutUint32(b[8:], uint32(seq))
-	return b
-}
+// payload is a 32-byte test datagram (testns.Payload).
+func payload(tag byte, seq int) []byte { return testns.Payload(tag, seq, 32) }
 
-// udpPayload returns the UDP payload of an Ethernet/IPv4/UDP frame.
-func udpPayload(frame []byte) []byte {
-	if len(frame) < 14+20+8 || binary.BigEndian.Uint16(frame[12:]) != 0x0800 || frame[23] != 17 {
-		return nil
-	}
-	ihl := int(frame[14]&0x0f) * 4
-	return frame[14+ihl+8:]
-}
+var udpPayload = testns.UDPPayload
 
 type pair struct {
 	a, b *testns.NS

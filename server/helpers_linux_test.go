@@ -169,26 +169,10 @@ func parse(t *testing.T, data []byte) *stream {
 	return s
 }
 
-// payload is "PFTEST" + tag + sequence number.
-func payload(tag byte, seq int) []byte {
-	b := make([]byte, 40)
-	copy(b, "PFTEST")
-	b[6] = tag
-	binary.BigEndian.PutUint32(b[8:], uint32(seq))
-	return b
-}
+// payload is a 40-byte test datagram (testns.Payload).
+func payload(tag byte, seq int) []byte { return testns.Payload(tag, seq, 40) }
 
-// udpPayload returns the UDP payload of an Ethernet/IPv4/UDP frame.
-func udpPayload(frame []byte) []byte {
-	if len(frame) < 14+20+8 || binary.BigEndian.Uint16(frame[12:]) != 0x0800 || frame[23] != 17 {
-		return nil
-	}
-	ihl := int(frame[14]&0x0f) * 4
-	if len(frame) < 14+ihl+8 {
-		return nil
-	}
-	return frame[14+ihl+8:]
-}
+var udpPayload = testns.UDPPayload
 
 // ours returns the test packets in s, keyed by payload; a duplicate fails.
 func (s *stream) ours(t *testing.T) map[string]*pcapng.Block {
