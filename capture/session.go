@@ -8,7 +8,6 @@ package capture
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -549,14 +548,4 @@ func (s *Session) closeAll() {
 		s.ns.Close()
 		s.ns = nil
 	}
-}
-
-// String describes the session for logs.
-func (s *Session) String() string {
-	ifaces := s.Interfaces()
-	names := make([]string, len(ifaces))
-	for i, f := range ifaces {
-		names[i] = f.Name
-	}
-	return fmt.Sprintf("netns=%d if=%v", s.netns, names)
 }

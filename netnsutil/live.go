@@ -1,9 +1,6 @@
 package netnsutil
 
-import (
-	"os"
-	"path/filepath"
-)
+import "path/filepath"
 
 // LiveInodes returns the inodes of every network namespace that a bind
 // mount (in our or PID 1's mount namespace), a process or a thread of the
@@ -24,10 +21,8 @@ func (f *Finder) LiveInodes() (map[uint64]struct{}, error) {
 		return nil, err
 	}
 	add := func(path string) {
-		if l, err := os.Readlink(path); err == nil {
-			if ino, err := netLinkInode(l); err == nil {
-				live[ino] = struct{}{}
-			}
+		if ino, err := readNetnsLink(path); err == nil {
+			live[ino] = struct{}{}
 		}
 	}
 	for _, pid := range pids {

@@ -79,7 +79,7 @@ func (s *Server) captures() []CaptureInfo {
 			continue
 		}
 		ci := CaptureInfo{
-			ID: ss.id, Target: TargetInfo{NetNS: ss.netns},
+			ID: ss.id, Target: TargetInfo{NetNS: ss.cs.NetNS()},
 			Filter: ss.req.Filter, Snaplen: ss.req.Snaplen, Promiscuous: !ss.req.Chaste,
 			Client: ss.client, Transport: ss.transport, StartTime: ss.start,
 			BytesQueued: ss.st.queued.Load(),

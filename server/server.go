@@ -196,8 +196,8 @@ type session struct {
 	start     time.Time
 	client    string
 	transport string
-	// Set once the capture runs, under Server.mu.
-	netns  uint64
+	// Set once the capture runs (cs nil again once retired), under
+	// Server.mu.
 	req    *captureRequest
 	cs     *capture.Session
 	st     *stream
@@ -210,7 +210,7 @@ type session struct {
 func (s *Server) running(ss *session, req *captureRequest, cs *capture.Session, st *stream, cancel context.CancelCauseFunc) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ss.netns, ss.req, ss.cs, ss.st, ss.cancel = cs.NetNS(), req, cs, st, cancel
+	ss.req, ss.cs, ss.st, ss.cancel = req, cs, st, cancel
 }
 
 // register adds a session, or says why it cannot be added.

@@ -26,10 +26,14 @@ func (s *Server) watchNetNS(interval time.Duration) {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		var active []*session
+		type watched struct {
+			ss    *session
+			netns uint64
+		}
+		var active []watched
 		for _, ss := range s.sessions {
-			if ss.netns != 0 {
-				active = append(active, ss)
+			if ss.cs != nil {
+				active = append(active, watched{ss, ss.cs.NetNS()})
 			}
 		}
 		s.mu.Unlock()
@@ -44,13 +48,13 @@ func (s *Server) watchNetNS(interval time.Duration) {
 		if s.pool != nil {
 			s.pool.Evict(func(ino uint64) bool { _, ok := live[ino]; return ok })
 		}
-		for _, ss := range active {
-			if _, ok := live[ss.netns]; ok {
-				ss.misses = 0
+		for _, w := range active {
+			if _, ok := live[w.netns]; ok {
+				w.ss.misses = 0
 				continue
 			}
-			if ss.misses++; ss.misses == 2 {
-				ss.cancel(fmt.Errorf("%w: nothing but this capture holds netns %d", errNetNSGone, ss.netns))
+			if w.ss.misses++; w.ss.misses == 2 {
+				w.ss.cancel(fmt.Errorf("%w: nothing but this capture holds netns %d", errNetNSGone, w.netns))
 			}
 		}
 	}
