@@ -24,7 +24,7 @@ type link struct {
 }
 
 // listLinks asks rtnetlink for the interfaces of the calling thread's
-// network namespace. It is called inside netnsutil.Do: unlike
+// network namespace. It is called inside netns.Do: unlike
 // /sys/class/net or /proc/self/net, a netlink socket belongs to the netns
 // of the thread that creates it. net.Interfaces would do the same request
 // but drops the hardware type, which decides the pcapng link type.

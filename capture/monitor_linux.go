@@ -12,7 +12,7 @@ import (
 
 // monitor receives rtnetlink link notifications of one netns, so that an
 // all-interfaces capture can take in interfaces created after it started.
-// Its socket is created inside the netns (by Open, in netnsutil.Do) and
+// Its socket is created inside the netns (by Open, in netns.Do) and
 // belongs to that netns from then on. One goroutine reads it and closes it.
 type monitor struct {
 	file *os.File

@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,7 +39,7 @@ type Pool struct {
 // poolKey says which rings are interchangeable: same netns, same interface
 // (index and name, so a reused index is not mistaken), same socket and ring.
 type poolKey struct {
-	netns    netnsutil.ID
+	netns    netns.ID
 	ifindex  int
 	name     string
 	hatype   uint16

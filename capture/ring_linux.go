@@ -87,7 +87,7 @@ type ring struct {
 }
 
 // openRing creates the socket in the calling thread's netns (so it must run
-// inside netnsutil.Do) and sets it up in the order that lets no unfiltered
+// inside netns.Do) and sets it up in the order that lets no unfiltered
 // packet in: socket with protocol 0 (receives nothing), filter, ring, then
 // bind to the interface with ETH_P_ALL.
 func openRing(ifindex int, sockType int, prog []unix.SockFilter, ignoreOutgoing, promisc bool, o RingOptions) (_ *ring, err error) {

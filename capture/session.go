@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,7 +23,7 @@ const DefaultSnaplen = 262144
 type Config struct {
 	// NetNS is the namespace to capture in. Open only uses it; the caller
 	// keeps ownership and may close it once Open returns.
-	NetNS *netnsutil.NetNS
+	NetNS *netns.NetNS
 	// Interfaces names the interfaces; empty means every interface of the
 	// netns, each as its own interface in the stream. Interfaces that are
 	// down are captured too: packets flow once they come up, as with
@@ -103,13 +103,13 @@ type Stats struct {
 // goroutine.
 type Session struct {
 	netns uint64
-	nsID  netnsutil.ID
+	nsID  netns.ID
 	cfg   Config // NetNS is not kept: the caller owns it
 	progs map[uint16][]unix.SockFilter
 
 	// For all-interfaces captures: our own handle to the netns and the
 	// link monitor, to take in interfaces created later.
-	ns  *netnsutil.NetNS
+	ns  *netns.NetNS
 	mon *monitor
 
 	mu      sync.Mutex
@@ -155,7 +155,7 @@ func Open(cfg Config) (*Session, error) {
 	all := len(cfg.Interfaces) == 0
 	var links []link
 	var mon *monitor
-	err := netnsutil.Do(cfg.NetNS, func() error {
+	err := netns.Do(cfg.NetNS, func() error {
 		var err error
 		if all {
 			if mon, err = openMonitor(); err != nil {
@@ -195,7 +195,7 @@ func Open(cfg Config) (*Session, error) {
 // setting up a ring waits for an RCU grace period in the kernel
 // (synchronize_net in packet_set_ring, about 16 ms here), and concurrent
 // waits overlap.
-func (s *Session) openRings(ns *netnsutil.NetNS, sel []link) ([]Interface, []*ring, error) {
+func (s *Session) openRings(ns *netns.NetNS, sel []link) ([]Interface, []*ring, error) {
 	ifaces := make([]Interface, len(sel))
 	rings := make([]*ring, len(sel))
 	errs := make([]error, len(sel))
@@ -221,7 +221,7 @@ func (s *Session) openRings(ns *netnsutil.NetNS, sel []link) ([]Interface, []*ri
 			r.close() // e.g. the interface is gone: open afresh, or fail there
 		}
 		wg.Go(func() {
-			errs[i] = netnsutil.Do(ns, func() error {
+			errs[i] = netns.Do(ns, func() error {
 				r, err := openRing(l.index, st, prog, l.hatype == unix.ARPHRD_LOOPBACK, s.cfg.Promiscuous, s.cfg.Ring)
 				if err != nil {
 					return &OpError{Op: OpOpenRing, NetNS: s.netns, Interface: l.name, Err: err}

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/discovery"
 	"gopkg.in/yaml.v3"
 )
 
@@ -460,8 +460,8 @@ func TestEngineSockets(t *testing.T) {
 		}
 	}
 
-	dockerSock := strings.TrimPrefix(netnsutil.DefaultDockerHost, "unix://")
-	for _, sock := range []string{dockerSock, netnsutil.DefaultContainerdSocket} {
+	dockerSock := strings.TrimPrefix(discovery.DefaultDockerHost, "unix://")
+	for _, sock := range []string{dockerSock, discovery.DefaultContainerdSocket} {
 		target, ok := links[canonRun(sock)]
 		if !ok {
 			t.Errorf("the image has no link at %s (links: %v)", sock, links)

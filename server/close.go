@@ -10,7 +10,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/packetflix/packetflix/capture"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/discovery"
+	"github.com/packetflix/packetflix/netns"
 )
 
 // maxReason is the most bytes a close reason may have (125-byte control
@@ -38,7 +39,7 @@ var (
 func closeFor(err error) (websocket.StatusCode, string) {
 	var (
 		cerr *capture.OpError
-		nerr *netnsutil.OpError
+		nerr *netns.OpError
 		rerr requestError
 		lerr *lookupError
 	)
@@ -61,12 +62,12 @@ func closeFor(err error) (websocket.StatusCode, string) {
 		return lookupClose(lerr)
 	case errors.As(err, &rerr):
 		return websocket.StatusPolicyViolation, truncateUTF8(string(rerr), maxReason)
-	case errors.Is(err, netnsutil.ErrInvalid) && errors.As(err, &nerr):
+	case errors.Is(err, netns.ErrInvalid) && errors.As(err, &nerr):
 		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("%d is not a valid network namespace inode", nerr.NetNS), maxReason)
-	case errors.Is(err, netnsutil.ErrNotFound) && errors.As(err, &nerr):
+	case errors.Is(err, netns.ErrNotFound) && errors.As(err, &nerr):
 		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("no network namespace with inode %d", nerr.NetNS), maxReason)
-	case errors.Is(err, netnsutil.ErrStale) && errors.As(err, &nerr):
-		return websocket.StatusPolicyViolation, truncateUTF8("stale container reference: "+strings.TrimPrefix(nerr.Err.Error(), netnsutil.ErrStale.Error()+": "), maxReason)
+	case errors.Is(err, netns.ErrStale) && errors.As(err, &nerr):
+		return websocket.StatusPolicyViolation, truncateUTF8("stale container reference: "+strings.TrimPrefix(nerr.Err.Error(), netns.ErrStale.Error()+": "), maxReason)
 	case errors.Is(err, capture.ErrBadFilter):
 		return websocket.StatusPolicyViolation, truncateUTF8(innermost(err, capture.ErrBadFilter), maxReason)
 	case errors.Is(err, capture.ErrNoSuchInterface) && errors.As(err, &cerr):
@@ -88,15 +89,15 @@ func lookupClose(e *lookupError) (websocket.StatusCode, string) {
 	var why string
 	code := websocket.StatusPolicyViolation
 	switch {
-	case errors.Is(e.Err, netnsutil.ErrAmbiguous):
+	case errors.Is(e.Err, discovery.ErrAmbiguous):
 		why = "container name " + name + " is ambiguous: " + opText(e.Err)
-	case errors.Is(e.Err, netnsutil.ErrDiscoveryUnavailable), errors.Is(e.Err, netnsutil.ErrDiscoveryMalformed):
+	case errors.Is(e.Err, discovery.ErrDiscoveryUnavailable), errors.Is(e.Err, discovery.ErrDiscoveryMalformed):
 		code, why = websocket.StatusInternalError, "cannot look up "+name+": "+opText(e.Err)
 	case errors.Is(e.Err, context.DeadlineExceeded):
 		code, why = websocket.StatusInternalError, "cannot look up "+name+": discovery did not answer in time"
-	case errors.Is(e.Err, netnsutil.ErrStale):
+	case errors.Is(e.Err, netns.ErrStale):
 		why = "container " + name + " vanished while it was being looked up"
-	case errors.Is(e.Err, netnsutil.ErrNotFound):
+	case errors.Is(e.Err, netns.ErrNotFound):
 		why = "no container named " + name + " found by discovery"
 	default:
 		code, why = websocket.StatusInternalError, "cannot look up "+name+": "+e.Err.Error()
@@ -104,9 +105,9 @@ func lookupClose(e *lookupError) (websocket.StatusCode, string) {
 	return code, truncateUTF8(why, maxReason)
 }
 
-// opText is an error's text without the netnsutil operation prefix.
+// opText is an error's text without the netns operation prefix.
 func opText(err error) string {
-	var nerr *netnsutil.OpError
+	var nerr *netns.OpError
 	if errors.As(err, &nerr) {
 		return nerr.Err.Error()
 	}

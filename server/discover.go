@@ -12,15 +12,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/discovery"
+	"github.com/packetflix/packetflix/netns"
 	"go.uber.org/zap"
 )
 
-// Discovery finds capture targets: built in (netnsutil.Discoverer) or an
-// external GhostWire service (netnsutil.GhostWire).
+// Discovery finds capture targets: built in (discovery.Discoverer) or an
+// external GhostWire service (discovery.GhostWire).
 type Discovery interface {
-	List(ctx context.Context) ([]netnsutil.Target, error)
-	Lookup(ctx context.Context, name, prefix string) (netnsutil.Target, error)
+	List(ctx context.Context) ([]discovery.Target, error)
+	Lookup(ctx context.Context, name, prefix string) (discovery.Target, error)
 }
 
 // discoveryTimeout bounds a name lookup during capture setup; the
@@ -49,11 +50,11 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ts == nil {
-		ts = []netnsutil.Target{}
+		ts = []discovery.Target{}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(struct {
-		Containers []netnsutil.Target `json:"containers"`
+		Containers []discovery.Target `json:"containers"`
 	}{ts})
 }
 
@@ -98,7 +99,7 @@ func (s *Server) discoveryProxy(upstream *url.URL) http.Handler {
 //
 // Interfaces: nif= wins; else the reference's own list; else, after a
 // lookup, the target's; else all.
-func (s *Server) resolve(ctx context.Context, req *captureRequest) (*netnsutil.NetNS, []string, error) {
+func (s *Server) resolve(ctx context.Context, req *captureRequest) (*netns.NetNS, []string, error) {
 	f := s.cfg.Finder
 	c := req.Container
 	if c == nil {
@@ -113,7 +114,7 @@ func (s *Server) resolve(ctx context.Context, req *captureRequest) (*netnsutil.N
 				ns.Close()
 			}
 		}
-		if err == nil || c.Name == "" || !(errors.Is(err, netnsutil.ErrStale) || errors.Is(err, netnsutil.ErrNotFound)) {
+		if err == nil || c.Name == "" || !(errors.Is(err, netns.ErrStale) || errors.Is(err, netns.ErrNotFound)) {
 			return ns, req.Interfaces, err
 		}
 		s.log.Debug("stale reference, resolving by name", zap.String("name", c.Name), zap.Error(err))

@@ -17,8 +17,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/packetflix/packetflix/discovery"
 	"github.com/packetflix/packetflix/internal/testns"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/netns"
 	"github.com/packetflix/packetflix/server"
 )
 
@@ -28,7 +29,7 @@ import (
 type fakeGhostWire struct {
 	*httptest.Server
 	mu       sync.Mutex
-	targets  []netnsutil.Target
+	targets  []discovery.Target
 	mode     string // "", "slow", "garbage", "503"
 	monolith string // Enable-Monolith header of the last request
 }
@@ -79,7 +80,7 @@ func newFakeGhostWire(t *testing.T) *fakeGhostWire {
 	return g
 }
 
-func (g *fakeGhostWire) set(mode string, ts ...netnsutil.Target) {
+func (g *fakeGhostWire) set(mode string, ts ...discovery.Target) {
 	g.mu.Lock()
 	g.mode, g.targets = mode, ts
 	g.mu.Unlock()
@@ -98,7 +99,7 @@ func tenant(t *testing.T, ns *testns.NS) (*exec.Cmd, int, uint64) {
 		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
 		return l == fmt.Sprintf("net:[%d]", ns.Inode)
 	})
-	st, err := (&netnsutil.Finder{}).StartTime(pid)
+	st, err := (&netns.Finder{}).StartTime(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func tenant(t *testing.T, ns *testns.NS) (*exec.Cmd, int, uint64) {
 
 func withGhostWire(g *fakeGhostWire, timeout time.Duration) func(*server.Config) {
 	return func(c *server.Config) {
-		c.Discovery = &netnsutil.GhostWire{URL: g.URL, Timeout: timeout}
+		c.Discovery = &discovery.GhostWire{URL: g.URL, Timeout: timeout}
 		c.DiscoveryURL = g.URL
 	}
 }
@@ -122,7 +123,7 @@ func TestIntegrationResolveByName(t *testing.T) {
 	oldCmd, oldPID, oldStart := tenant(t, old)
 	_, pid, start := tenant(t, node)
 	g := newFakeGhostWire(t)
-	nodeTarget := netnsutil.Target{Name: "clab-lab-node1", Type: "docker", NetNS: node.Inode, PID: pid, StartTime: start, Interfaces: []string{"lo", "eth1", "eth2"}}
+	nodeTarget := discovery.Target{Name: "clab-lab-node1", Type: "docker", NetNS: node.Inode, PID: pid, StartTime: start, Interfaces: []string{"lo", "eth1", "eth2"}}
 	g.set("", nodeTarget)
 	_, ts := startServer(t, withGhostWire(g, time.Second))
 	u1 := node.UDP("198.18.20.1:4000")
@@ -182,12 +183,12 @@ func TestIntegrationResolveByName(t *testing.T) {
 
 	for _, tc := range []struct {
 		name, mode string
-		targets    []netnsutil.Target
+		targets    []discovery.Target
 		code       websocket.StatusCode
 		reason     string
 	}{
-		{"not found", "", []netnsutil.Target{nodeTarget}, 1008, `no container named "web" found by discovery`},
-		{"ambiguous", "", []netnsutil.Target{{Name: "web", NetNS: node.Inode}, {Name: "web", NetNS: old.Inode}}, 1008, `container name "web" is ambiguous: ambiguous target name: 2 targets named "web"`},
+		{"not found", "", []discovery.Target{nodeTarget}, 1008, `no container named "web" found by discovery`},
+		{"ambiguous", "", []discovery.Target{{Name: "web", NetNS: node.Inode}, {Name: "web", NetNS: old.Inode}}, 1008, `container name "web" is ambiguous: ambiguous target name: 2 targets named "web"`},
 		{"slow", "slow", nil, 1011, `cannot look up "web": discovery service unavailable: ` + g.URL + `: no answer within 1s`},
 		{"malformed", "garbage", nil, 1011, `cannot look up "web": discovery service sent a malformed answer`},
 		{"unavailable", "503", nil, 1011, `cannot look up "web": discovery service unavailable: ` + g.URL + ` answered 503`},
@@ -204,7 +205,7 @@ func TestIntegrationResolveByName(t *testing.T) {
 	t.Run("down", func(t *testing.T) {
 		gone := httptest.NewServer(http.NotFoundHandler())
 		gone.Close()
-		_, ts := startServer(t, func(c *server.Config) { c.Discovery = &netnsutil.GhostWire{URL: gone.URL, Timeout: time.Second} })
+		_, ts := startServer(t, func(c *server.Config) { c.Discovery = &discovery.GhostWire{URL: gone.URL, Timeout: time.Second} })
 		cl := dial(t, ts, q("container", `{"name":"web"}`), nil)
 		code, why := cl.closeStatus()
 		if code != 1011 || !strings.HasPrefix(why, `cannot look up "web": discovery service unavailable: `+gone.URL) {
@@ -217,14 +218,14 @@ func TestIntegrationResolveByName(t *testing.T) {
 // WebSocket, with Enable-Monolith; a dead upstream gives 502.
 func TestIntegrationDiscoveryProxy(t *testing.T) {
 	g := newFakeGhostWire(t)
-	g.set("", netnsutil.Target{Name: "x", Type: "proc", NetNS: 4026531840})
+	g.set("", discovery.Target{Name: "x", Type: "proc", NetNS: 4026531840})
 	_, ts := startServer(t, withGhostWire(g, time.Second), func(c *server.Config) { c.ProxyDiscovery = true })
 
 	resp, err := http.Get(ts.URL + "/discover/mobyshark")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got struct{ Containers []netnsutil.Target }
+	var got struct{ Containers []discovery.Target }
 	json.NewDecoder(resp.Body).Decode(&got)
 	resp.Body.Close()
 	g.mu.Lock()
@@ -252,7 +253,7 @@ func TestIntegrationDiscoveryProxy(t *testing.T) {
 	gone := httptest.NewServer(http.NotFoundHandler())
 	gone.Close()
 	_, ts2 := startServer(t, func(c *server.Config) {
-		c.Discovery = &netnsutil.GhostWire{URL: gone.URL}
+		c.Discovery = &discovery.GhostWire{URL: gone.URL}
 		c.DiscoveryURL, c.ProxyDiscovery = gone.URL, true
 	})
 	start := time.Now()
@@ -277,17 +278,17 @@ func TestIntegrationBuiltinDiscovery(t *testing.T) {
 	held.Delete() // only the sleep holds it now: a proc target
 	_, ts := startServer(t)
 
-	list := func() map[string]netnsutil.Target {
+	list := func() map[string]discovery.Target {
 		resp, err := http.Get(ts.URL + "/discover/mobyshark")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var got struct{ Containers []netnsutil.Target }
+		var got struct{ Containers []discovery.Target }
 		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
 			t.Fatal(err)
 		}
-		m := map[string]netnsutil.Target{}
+		m := map[string]discovery.Target{}
 		for _, x := range got.Containers {
 			m[x.Name] = x
 		}
@@ -320,13 +321,13 @@ func TestIntegrationDockerNameOnly(t *testing.T) {
 	ctr := d.Run(name)
 	peer := testns.New(t)
 	testns.Cmd(t, "ip", "link", "add", "pfh0", "netns", peer.Name, "type", "veth", "peer", "name", "eth1", "netns", fmt.Sprint(ctr.PID))
-	cns, err := netnsutil.OpenPath(fmt.Sprintf("/proc/%d/ns/net", ctr.PID))
+	cns, err := netns.OpenPath(fmt.Sprintf("/proc/%d/ns/net", ctr.PID))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cns.Close()
 	var u *net.UDPConn
-	if err := netnsutil.Do(cns, func() error {
+	if err := netns.Do(cns, func() error {
 		for _, args := range [][]string{{"addr", "add", "198.18.23.2/24", "dev", "eth1"}, {"link", "set", "eth1", "up"}} {
 			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 				return fmt.Errorf("ip %v: %v: %s", args, err, out)
@@ -339,7 +340,7 @@ func TestIntegrationDockerNameOnly(t *testing.T) {
 	}
 	peer.IP("addr", "add", "198.18.23.1/24", "dev", "pfh0")
 	peer.IP("link", "set", "pfh0", "up")
-	if err := netnsutil.Do(cns, func() (err error) {
+	if err := netns.Do(cns, func() (err error) {
 		u, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(198, 18, 23, 2), Port: 4000})
 		return err
 	}); err != nil {
@@ -348,7 +349,7 @@ func TestIntegrationDockerNameOnly(t *testing.T) {
 	defer u.Close()
 
 	_, ts := startServer(t, func(c *server.Config) {
-		c.Discovery = netnsutil.NewDiscoverer(netnsutil.DiscoverConfig{DockerHost: d.Host, Log: testLogger(t)})
+		c.Discovery = discovery.NewDiscoverer(discovery.DiscoverConfig{DockerHost: d.Host, Log: testLogger(t)})
 	})
 	ref := fmt.Sprintf(`{"network-interfaces":["eth1"],"name":%q,"type":"docker"}`, name)
 	cl := dial(t, ts, q("container", ref, "nif", "eth1"), nil)

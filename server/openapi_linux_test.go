@@ -15,7 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/packetflix/packetflix/capture"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/discovery"
 	"github.com/packetflix/packetflix/server"
 	"gopkg.in/yaml.v3"
 )
@@ -60,7 +60,7 @@ func TestIntegrationOpenAPI(t *testing.T) {
 	h := newHosts(t, false)
 	gone := httptest.NewServer(http.NotFoundHandler())
 	gone.Close()
-	deadGW := func(c *server.Config) { c.Discovery = &netnsutil.GhostWire{URL: gone.URL, Timeout: time.Second} }
+	deadGW := func(c *server.Config) { c.Discovery = &discovery.GhostWire{URL: gone.URL, Timeout: time.Second} }
 	_, open := startServer(t)
 	_, locked := startServer(t, func(c *server.Config) { c.AuthToken = "tok" })
 	_, dead := startServer(t, deadGW)

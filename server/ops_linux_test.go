@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/discovery"
 	"github.com/packetflix/packetflix/server"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -138,7 +138,7 @@ func TestIntegrationHealth(t *testing.T) {
 	}
 	gone := httptest.NewServer(http.NotFoundHandler())
 	gone.Close()
-	_, ts2 := startServer(t, func(c *server.Config) { c.Discovery = &netnsutil.GhostWire{URL: gone.URL} })
+	_, ts2 := startServer(t, func(c *server.Config) { c.Discovery = &discovery.GhostWire{URL: gone.URL} })
 	code, body = getJSON(t, "GET", ts2.URL+"/readyz", nil)
 	d := body["checks"].(map[string]any)["discovery"].(map[string]any)
 	if code != 503 || body["status"] != "failing" || d["ok"] != false || !strings.Contains(d["detail"].(string), "discovery service unavailable") {

@@ -13,7 +13,7 @@ import (
 	"unicode"
 
 	"github.com/packetflix/packetflix/capture"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/netns"
 )
 
 // Limits on request parameters; beyond them a request is refused rather
@@ -116,7 +116,7 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 		if err != nil {
 			return nil, badRequest("netns must be a network namespace inode number, got %q", clip(nsText, 24))
 		}
-		if err := netnsutil.ValidInode(ino); err != nil {
+		if err := netns.ValidInode(ino); err != nil {
 			return nil, badRequest("netns %d is not a valid network namespace inode", ino)
 		}
 		req.NetNS = ino
@@ -190,7 +190,7 @@ func parseContainer(s string) (*Container, error) {
 	}
 	if c.Name != "" {
 		// The name decides; a netns that cannot be one is a placeholder.
-		if netnsutil.ValidInode(c.NetNS) != nil {
+		if netns.ValidInode(c.NetNS) != nil {
 			c.NetNS = 0
 		}
 		return &c, nil
@@ -198,7 +198,7 @@ func parseContainer(s string) (*Container, error) {
 	if c.NetNS == 0 {
 		return nil, badRequest("container reference has neither netns nor name")
 	}
-	if err := netnsutil.ValidInode(c.NetNS); err != nil {
+	if err := netns.ValidInode(c.NetNS); err != nil {
 		return nil, badRequest("container netns %d is not a valid network namespace inode", c.NetNS)
 	}
 	return &c, nil

@@ -13,7 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/packetflix/packetflix/capture"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/netns"
 )
 
 func request(query string, hdr map[string]string) *http.Request {
@@ -101,8 +101,8 @@ func Test_closeFor(t *testing.T) {
 		{"ended", nil, 1000, "capture ended"},
 		{"shutdown", errShutdown, 1001, "service shutting down"},
 		{"request", badRequest("netns must be a number"), 1008, "netns must be a number"},
-		{"not found", &netnsutil.OpError{Op: netnsutil.OpLookup, NetNS: 4026532999, Err: netnsutil.ErrNotFound}, 1008, "no network namespace with inode 4026532999"},
-		{"stale", &netnsutil.OpError{Op: netnsutil.OpLookup, NetNS: 7, Err: fmt.Errorf("%w: process 5 is gone", netnsutil.ErrStale)}, 1008, "stale container reference: process 5 is gone"},
+		{"not found", &netns.OpError{Op: netns.OpLookup, NetNS: 4026532999, Err: netns.ErrNotFound}, 1008, "no network namespace with inode 4026532999"},
+		{"stale", &netns.OpError{Op: netns.OpLookup, NetNS: 7, Err: fmt.Errorf("%w: process 5 is gone", netns.ErrStale)}, 1008, "stale container reference: process 5 is gone"},
 		{"filter", &capture.OpError{Op: capture.OpSetFilter, NetNS: 7, Err: fmt.Errorf("%w: syntax error", capture.ErrBadFilter)}, 1008, "invalid capture filter: syntax error"},
 		{"no interface", &capture.OpError{NetNS: 7, Interface: "eth9", Err: capture.ErrNoSuchInterface}, 1008, `no network interface "eth9" in netns 7`},
 		{"gone", &capture.OpError{NetNS: 7, Interface: "eth0", Err: capture.ErrInterfaceGone}, 1000, `capture ended: interface "eth0" vanished from netns 7`},
@@ -154,7 +154,7 @@ func FuzzParseCaptureRequest(f *testing.F) {
 			return
 		}
 		byName := req.Container != nil && req.Container.Name != ""
-		if (!byName && netnsutil.ValidInode(req.NetNS) != nil) || req.Snaplen < 1 || req.Snaplen > capture.DefaultSnaplen || len(req.Filter) > maxFilterLen {
+		if (!byName && netns.ValidInode(req.NetNS) != nil) || req.Snaplen < 1 || req.Snaplen > capture.DefaultSnaplen || len(req.Filter) > maxFilterLen {
 			t.Fatalf("accepted out-of-range request %+v", req)
 		}
 		for _, n := range req.Interfaces {

@@ -6,7 +6,8 @@ import (
 	"time"
 
 	"github.com/packetflix/packetflix/capture"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/discovery"
+	"github.com/packetflix/packetflix/netns"
 )
 
 // handlePlain streams the same pcapng as /capture over plain chunked HTTP,
@@ -84,17 +85,17 @@ func httpStatus(err error) int {
 		return http.StatusForbidden
 	case errors.As(err, &lerr):
 		switch {
-		case errors.Is(err, netnsutil.ErrDiscoveryUnavailable), errors.Is(err, netnsutil.ErrDiscoveryMalformed):
+		case errors.Is(err, discovery.ErrDiscoveryUnavailable), errors.Is(err, discovery.ErrDiscoveryMalformed):
 			return http.StatusBadGateway
-		case errors.Is(err, netnsutil.ErrAmbiguous):
+		case errors.Is(err, discovery.ErrAmbiguous):
 			return http.StatusBadRequest
-		case errors.Is(err, netnsutil.ErrNotFound), errors.Is(err, netnsutil.ErrStale):
+		case errors.Is(err, netns.ErrNotFound), errors.Is(err, netns.ErrStale):
 			return http.StatusNotFound
 		}
 		return http.StatusBadGateway
-	case errors.As(err, &rerr), errors.Is(err, capture.ErrBadFilter), errors.Is(err, netnsutil.ErrInvalid):
+	case errors.As(err, &rerr), errors.Is(err, capture.ErrBadFilter), errors.Is(err, netns.ErrInvalid):
 		return http.StatusBadRequest
-	case errors.Is(err, netnsutil.ErrNotFound), errors.Is(err, netnsutil.ErrStale), errors.Is(err, capture.ErrNoSuchInterface):
+	case errors.Is(err, netns.ErrNotFound), errors.Is(err, netns.ErrStale), errors.Is(err, capture.ErrNoSuchInterface):
 		return http.StatusNotFound
 	}
 	return http.StatusInternalServerError

@@ -18,7 +18,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/packetflix/packetflix/internal/testns"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/netns"
 	"github.com/packetflix/packetflix/server"
 )
 
@@ -80,7 +80,7 @@ func TestIntegrationSilentClient(t *testing.T) {
 	hs := &http.Server{}
 	srv.Configure(hs)
 	var ln net.Listener
-	if err := netnsutil.Do(srvNS.Open(), func() (err error) {
+	if err := netns.Do(srvNS.Open(), func() (err error) {
 		ln, err = net.Listen("tcp", "198.18.5.1:5001")
 		return err
 	}); err != nil {
@@ -97,7 +97,7 @@ func TestIntegrationSilentClient(t *testing.T) {
 	cliHandle := cliNS.Open()
 	dialer := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
-		err := netnsutil.Do(cliHandle, func() (err error) {
+		err := netns.Do(cliHandle, func() (err error) {
 			c, err = net.DialTimeout(network, addr, 2*time.Second)
 			return err
 		})

@@ -16,7 +16,8 @@ import (
 	"time"
 
 	"github.com/packetflix/packetflix/capture"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/discovery"
+	"github.com/packetflix/packetflix/netns"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 )
@@ -43,7 +44,7 @@ type Config struct {
 	DiscoveryURL   string
 	ProxyDiscovery bool
 
-	Finder *netnsutil.Finder   // nil: the real /proc
+	Finder *netns.Finder       // nil: the real /proc
 	Ring   capture.RingOptions // per-interface kernel ring
 
 	// MaxSessions caps concurrent capture sessions; 0 means
@@ -105,7 +106,7 @@ func New(cfg Config) *Server {
 		cfg.Log = zap.NewNop()
 	}
 	if cfg.Finder == nil {
-		cfg.Finder = &netnsutil.Finder{}
+		cfg.Finder = &netns.Finder{}
 	}
 	if cfg.Version == "" {
 		cfg.Version = "0.0.0-dev"
@@ -126,7 +127,7 @@ func New(cfg Config) *Server {
 		cfg.IdleRingTTL = DefaultIdleRingTTL
 	}
 	if cfg.Discovery == nil {
-		cfg.Discovery = netnsutil.NewDiscoverer(netnsutil.DiscoverConfig{Finder: cfg.Finder, Log: cfg.Log.Named("discovery")})
+		cfg.Discovery = discovery.NewDiscoverer(discovery.DiscoverConfig{Finder: cfg.Finder, Log: cfg.Log.Named("discovery")})
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, mux: http.NewServeMux(), sessions: map[string]*session{}}
 	s.base, s.shutdown = context.WithCancel(context.Background())

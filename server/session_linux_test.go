@@ -16,7 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/packetflix/packetflix/internal/testns"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/netns"
 	"github.com/packetflix/packetflix/server"
 	"golang.org/x/sys/unix"
 )
@@ -174,7 +174,7 @@ func TestIntegrationVLANTagRestored(t *testing.T) {
 
 	hb := h.b.Open()
 	var fd int
-	err := netnsutil.Do(hb, func() error {
+	err := netns.Do(hb, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 		return err
@@ -212,9 +212,9 @@ func TestIntegrationVLANTagRestored(t *testing.T) {
 	}
 }
 
-func ifIndexIn(ns *netnsutil.NetNS, name string) (int, error) {
+func ifIndexIn(ns *netns.NetNS, name string) (int, error) {
 	var idx int
-	err := netnsutil.Do(ns, func() error {
+	err := netns.Do(ns, func() error {
 		ifc, err := net.InterfaceByName(name)
 		if err != nil {
 			return err
@@ -236,7 +236,7 @@ func TestIntegrationContainerReference(t *testing.T) {
 	}
 	pid := cmd.Process.Pid
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	f := &netnsutil.Finder{}
+	f := &netns.Finder{}
 	waitUntil(t, "sleep in netns", func() bool {
 		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
 		return l == fmt.Sprintf("net:[%d]", h.a.Inode)

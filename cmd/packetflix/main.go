@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/discovery"
 	"github.com/packetflix/packetflix/server"
 	flag "github.com/spf13/pflag"
 	"go.uber.org/zap"
@@ -53,7 +53,7 @@ func run() error {
 	debugLog := fs.Bool("debug", false, "log at debug level")
 	logRequests := fs.Bool("log-requests", false, "log every HTTP request")
 	logHeaders := fs.Bool("log-headers", false, "log request headers (with --log-requests)")
-	discovery := fs.String("discovery-service", "", "host name or address of the GhostWire discovery service")
+	discoveryHost := fs.String("discovery-service", "", "host name or address of the GhostWire discovery service")
 	gwPort := fs.Int("gw-port", 5000, "port of the GhostWire discovery service")
 	proxyDiscovery := fs.Bool("proxy-discovery", false, "forward /discover/... to the discovery service")
 	maxSessions := fs.Int("max-sessions", server.DefaultMaxSessions, "most concurrent capture sessions")
@@ -108,12 +108,12 @@ func run() error {
 		disc    server.Discovery
 		discURL string
 	)
-	if *discovery != "" {
+	if *discoveryHost != "" {
 		if *gwPort < 1 || *gwPort > 65535 {
 			return fmt.Errorf("gw-port %d out of range 1-65535", *gwPort)
 		}
-		discURL = "http://" + net.JoinHostPort(*discovery, strconv.Itoa(*gwPort))
-		disc = &netnsutil.GhostWire{URL: discURL}
+		discURL = "http://" + net.JoinHostPort(*discoveryHost, strconv.Itoa(*gwPort))
+		disc = &discovery.GhostWire{URL: discURL}
 		log.Info("using external discovery", zap.String("url", discURL), zap.Bool("proxy", *proxyDiscovery))
 	} else if *proxyDiscovery {
 		return errors.New("--proxy-discovery needs --discovery-service (the GhostWire to forward to)")

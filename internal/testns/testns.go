@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/netns"
 )
 
 // RequireRoot skips a test that needs root, except under CI=true, where a
@@ -69,7 +69,7 @@ func New(t testing.TB) *NS {
 		}
 	})
 	n.IP("link", "set", "lo", "up")
-	h, err := netnsutil.OpenPath("/run/netns/" + name)
+	h, err := netns.OpenPath("/run/netns/" + name)
 	if err != nil {
 		t.Fatalf("open netns %s: %v", name, err)
 	}
@@ -85,9 +85,9 @@ func (n *NS) IP(args ...string) string {
 }
 
 // Open returns a handle to the namespace, closed at cleanup.
-func (n *NS) Open() *netnsutil.NetNS {
+func (n *NS) Open() *netns.NetNS {
 	n.t.Helper()
-	h, err := netnsutil.OpenPath("/run/netns/" + n.Name)
+	h, err := netns.OpenPath("/run/netns/" + n.Name)
 	if err != nil {
 		n.t.Fatalf("open netns %s: %v", n.Name, err)
 	}
@@ -130,7 +130,7 @@ func (n *NS) UDP(laddr string) *net.UDPConn {
 	n.t.Helper()
 	h := n.Open()
 	var c *net.UDPConn
-	err := netnsutil.Do(h, func() error {
+	err := netns.Do(h, func() error {
 		a, err := net.ResolveUDPAddr("udp", laddr)
 		if err != nil {
 			return err
@@ -168,7 +168,7 @@ func (n *NS) Tun(name string) *os.File {
 	n.t.Helper()
 	h := n.Open()
 	var f *os.File
-	err := netnsutil.Do(h, func() error {
+	err := netns.Do(h, func() error {
 		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err

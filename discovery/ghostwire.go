@@ -1,6 +1,8 @@
-package netnsutil
+package discovery
 
 import (
+	"github.com/packetflix/packetflix/netns"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -89,7 +91,7 @@ func (g *GhostWire) Lookup(ctx context.Context, name, prefix string) (Target, er
 	}
 	t, err := lookupTarget(ts, name, prefix)
 	if err != nil {
-		return Target{}, opErr(OpLookup, 0, err)
+		return Target{}, opErr(netns.OpLookup, 0, err)
 	}
 	return t, nil
 }
@@ -105,7 +107,7 @@ func lookupTarget(ts []Target, name, prefix string) (Target, error) {
 	}
 	switch len(same) {
 	case 0:
-		return Target{}, fmt.Errorf("%w: no target named %q", ErrNotFound, name)
+		return Target{}, fmt.Errorf("%w: no target named %q", netns.ErrNotFound, name)
 	case 1:
 		return same[0], nil
 	}

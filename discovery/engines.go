@@ -1,4 +1,4 @@
-package netnsutil
+package discovery
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package netnsutil_test
+package discovery_test
 
 import (
 	"context"
@@ -19,22 +19,23 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/packetflix/packetflix/discovery"
 	"github.com/packetflix/packetflix/internal/testns"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/netns"
 )
 
 // noEngines points both engines at sockets that do not exist, so a test
 // sees only what /proc and mountinfo say, even on a host running Docker.
-func noEngines(t *testing.T) netnsutil.DiscoverConfig {
+func noEngines(t *testing.T) discovery.DiscoverConfig {
 	dir := t.TempDir()
-	return netnsutil.DiscoverConfig{
+	return discovery.DiscoverConfig{
 		DockerHost:       "unix://" + filepath.Join(dir, "docker.sock"),
 		ContainerdSocket: filepath.Join(dir, "containerd.sock"),
 		Log:              zaptest.NewLogger(t),
 	}
 }
 
-// startTime reads field 22 of /proc/PID/stat, independently of netnsutil.
+// startTime reads field 22 of /proc/PID/stat, independently of discovery.
 func startTime(t *testing.T, pid int) uint64 {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -67,7 +68,7 @@ func netnsOf(t *testing.T, pid int) uint64 {
 // checkListing checks what must hold for any listing: unique names and
 // namespaces, lists never nil, and pid/starttime set exactly for targets
 // that have a process.
-func checkListing(t *testing.T, ts []netnsutil.Target) {
+func checkListing(t *testing.T, ts []discovery.Target) {
 	t.Helper()
 	names := map[string]bool{}
 	inos := map[uint64]string{}
@@ -83,7 +84,7 @@ func checkListing(t *testing.T, ts []netnsutil.Target) {
 		if x.Interfaces == nil {
 			t.Errorf("%q: interfaces nil", x.Name)
 		}
-		if (x.Type == netnsutil.TypeBindMount) != (x.PID == 0) || (x.PID == 0) != (x.StartTime == 0) {
+		if (x.Type == discovery.TypeBindMount) != (x.PID == 0) || (x.PID == 0) != (x.StartTime == 0) {
 			t.Errorf("%q: type %s with pid %d, starttime %d", x.Name, x.Type, x.PID, x.StartTime)
 		}
 	}
@@ -105,7 +106,7 @@ func TestIntegrationDiscoverNetnsAndProcs(t *testing.T) {
 	testns.Cmd(t, "ip", "netns", "del", dName)
 
 	hostIno := netnsOf(t, os.Getpid())
-	d := netnsutil.NewDiscoverer(noEngines(t))
+	d := discovery.NewDiscoverer(noEngines(t))
 	start := time.Now()
 	ts, err := d.List(context.Background())
 	took := time.Since(start)
@@ -118,16 +119,16 @@ func TestIntegrationDiscoverNetnsAndProcs(t *testing.T) {
 		t.Errorf("threads left in other netns after List: %v", bad)
 	}
 
-	want := map[uint64]netnsutil.Target{
-		a.Inode: {Name: a.Name, Type: netnsutil.TypeBindMount, NetNS: a.Inode, Interfaces: []string{"lo", "pfup0"}},
-		b.Inode: {Name: b.Name, Type: netnsutil.TypeBindMount, NetNS: b.Inode, Interfaces: []string{"lo", "pfup1"}},
+	want := map[uint64]discovery.Target{
+		a.Inode: {Name: a.Name, Type: discovery.TypeBindMount, NetNS: a.Inode, Interfaces: []string{"lo", "pfup0"}},
+		b.Inode: {Name: b.Name, Type: discovery.TypeBindMount, NetNS: b.Inode, Interfaces: []string{"lo", "pfup1"}},
 		// `ip netns add` leaves lo down; only testns.New brings it up.
-		cIno: {Name: cName, Type: netnsutil.TypeBindMount, NetNS: cIno, Interfaces: []string{}},
-		dIno: {Name: fmt.Sprintf("sleep(%d)", dSleep.Pid()), Type: netnsutil.TypeProc, NetNS: dIno,
+		cIno: {Name: cName, Type: discovery.TypeBindMount, NetNS: cIno, Interfaces: []string{}},
+		dIno: {Name: fmt.Sprintf("sleep(%d)", dSleep.Pid()), Type: discovery.TypeProc, NetNS: dIno,
 			Interfaces: []string{}, PID: dSleep.Pid(), StartTime: startTime(t, dSleep.Pid())},
 	}
-	got := map[uint64]netnsutil.Target{}
-	var host *netnsutil.Target
+	got := map[uint64]discovery.Target{}
+	var host *discovery.Target
 	for i, x := range ts {
 		if _, ok := want[x.NetNS]; ok {
 			got[x.NetNS] = x
@@ -152,7 +153,7 @@ func TestIntegrationDiscoverNetnsAndProcs(t *testing.T) {
 	if host == nil {
 		t.Fatalf("host netns %d not listed: %+v", hostIno, ts)
 	}
-	if host.Type != netnsutil.TypeProc || netnsOf(t, host.PID) != hostIno || host.StartTime != startTime(t, host.PID) {
+	if host.Type != discovery.TypeProc || netnsOf(t, host.PID) != hostIno || host.StartTime != startTime(t, host.PID) {
 		t.Errorf("host target %+v", *host)
 	}
 	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", host.PID))
@@ -178,7 +179,7 @@ func TestIntegrationDiscoverNetnsAndProcs(t *testing.T) {
 		}
 		for _, tt := range []struct{ name, prefix string }{{a.Name + "-nope", ""}, {a.Name, "other-engine"}} {
 			x, err := d.Lookup(context.Background(), tt.name, tt.prefix)
-			if !errors.Is(err, netnsutil.ErrNotFound) {
+			if !errors.Is(err, netns.ErrNotFound) {
 				t.Errorf("Lookup(%q, %q) = %+v, %v; want ErrNotFound", tt.name, tt.prefix, x, err)
 			}
 		}
@@ -196,7 +197,7 @@ func TestIntegrationDiscoverNetnsAndProcs(t *testing.T) {
 				t.Errorf("netns %d listed after its last process ended: %+v", dIno, x)
 			}
 		}
-		if _, err := d.Lookup(context.Background(), want[dIno].Name, ""); !errors.Is(err, netnsutil.ErrNotFound) {
+		if _, err := d.Lookup(context.Background(), want[dIno].Name, ""); !errors.Is(err, netns.ErrNotFound) {
 			t.Errorf("Lookup of the ended tenant: %v, want ErrNotFound", err)
 		}
 	})
@@ -289,7 +290,7 @@ func TestIntegrationDiscoverSlowEngine(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
 	const timeout = 300 * time.Millisecond
 	base := runtime.NumGoroutine()
-	d := netnsutil.NewDiscoverer(netnsutil.DiscoverConfig{
+	d := discovery.NewDiscoverer(discovery.DiscoverConfig{
 		DockerHost:       "unix://" + sock,
 		ContainerdSocket: sock,
 		EngineTimeout:    timeout,
@@ -327,7 +328,7 @@ func TestIntegrationDiscoverSlowEngine(t *testing.T) {
 		// A caller's ctx shorter than EngineTimeout wins, and List says so.
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		d := netnsutil.NewDiscoverer(netnsutil.DiscoverConfig{DockerHost: "unix://" + sock, ContainerdSocket: sock,
+		d := discovery.NewDiscoverer(discovery.DiscoverConfig{DockerHost: "unix://" + sock, ContainerdSocket: sock,
 			EngineTimeout: 10 * time.Second, Log: zaptest.NewLogger(t)})
 		start := time.Now()
 		_, err := d.List(ctx)

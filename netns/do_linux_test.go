@@ -1,4 +1,4 @@
-package netnsutil_test
+package netns_test
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/packetflix/packetflix/internal/testns"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/netns"
 )
 
 // TestIntegrationDo runs its subtests in order: the last ones check that
@@ -34,7 +34,7 @@ func TestIntegrationDo(t *testing.T) {
 		before := threadNetns(t)
 		var in string
 		var tid int
-		err := netnsutil.Do(n, func() error {
+		err := netns.Do(n, func() error {
 			tid = unix.Gettid()
 			var err error
 			in, err = os.Readlink("/proc/thread-self/ns/net")
@@ -57,7 +57,7 @@ func TestIntegrationDo(t *testing.T) {
 
 	t.Run("concurrent", func(t *testing.T) {
 		const calls = 200
-		var targets []*netnsutil.NetNS
+		var targets []*netns.NetNS
 		for range 3 {
 			targets = append(targets, testns.New(t).Open())
 		}
@@ -67,7 +67,7 @@ func TestIntegrationDo(t *testing.T) {
 			n := targets[i%len(targets)]
 			wg.Go(func() {
 				want := fmt.Sprintf("net:[%d]", n.Inode())
-				errs <- netnsutil.Do(n, func() error {
+				errs <- netns.Do(n, func() error {
 					in, err := os.Readlink("/proc/thread-self/ns/net")
 					if err != nil {
 						return err
@@ -92,14 +92,14 @@ func TestIntegrationDo(t *testing.T) {
 		n := testns.New(t).Open()
 		errFn := errors.New("fn failed")
 		var tid int
-		err := netnsutil.Do(n, func() error {
+		err := netns.Do(n, func() error {
 			tid = unix.Gettid()
 			return fmt.Errorf("wrapped: %w", errFn)
 		})
 		if !errors.Is(err, errFn) {
 			t.Fatalf("Do = %v, want fn's error", err)
 		}
-		var oe *netnsutil.OpError
+		var oe *netns.OpError
 		if errors.As(err, &oe) {
 			t.Errorf("Do = %v: fn's error came back as an OpError %q", err, oe.Op)
 		}
@@ -107,27 +107,27 @@ func TestIntegrationDo(t *testing.T) {
 	})
 
 	t.Run("not open", func(t *testing.T) {
-		closed, err := netnsutil.OpenPath("/proc/self/ns/net")
+		closed, err := netns.OpenPath("/proc/self/ns/net")
 		if err != nil {
 			t.Fatal(err)
 		}
 		closed.Close()
 		for _, tt := range []struct {
 			name string
-			n    *netnsutil.NetNS
+			n    *netns.NetNS
 		}{
 			{name: "nil", n: nil},
 			{name: "closed", n: closed},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				ran := false
-				err := netnsutil.Do(tt.n, func() error { ran = true; return nil })
+				err := netns.Do(tt.n, func() error { ran = true; return nil })
 				if err == nil {
 					t.Fatal("Do: no error")
 				}
-				var oe *netnsutil.OpError
-				if !errors.As(err, &oe) || oe.Op != netnsutil.OpSetns {
-					t.Errorf("Do = %#v, want an OpError with Op %q", err, netnsutil.OpSetns)
+				var oe *netns.OpError
+				if !errors.As(err, &oe) || oe.Op != netns.OpSetns {
+					t.Errorf("Do = %#v, want an OpError with Op %q", err, netns.OpSetns)
 				}
 				if ran {
 					t.Error("fn ran")
@@ -177,13 +177,13 @@ func TestIntegrationDo(t *testing.T) {
 // still gets the caller an error instead of a hang.
 func TestIntegrationDoGoexit(t *testing.T) {
 	testns.RequireRoot(t)
-	h, err := netnsutil.OpenPath("/proc/self/ns/net")
+	h, err := netns.OpenPath("/proc/self/ns/net")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
 	done := make(chan error, 1)
-	go func() { done <- netnsutil.Do(h, func() error { runtime.Goexit(); return nil }) }()
+	go func() { done <- netns.Do(h, func() error { runtime.Goexit(); return nil }) }()
 	select {
 	case err := <-done:
 		if err == nil {

@@ -1,11 +1,11 @@
-package netnsutil
+package netns
 
 import (
 	"errors"
 	"fmt"
 	"runtime"
 
-	"github.com/vishvananda/netns"
+	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,22 +22,22 @@ import (
 // returns an OpError with Op OpRestoreNetns. Without this, unrelated
 // goroutines would later run inside the target namespace.
 func Do(target *NetNS, fn func() error) error {
-	if target == nil || target.h == netns.None() {
+	if target == nil || target.h == vns.None() {
 		return opErr(OpSetns, 0, errors.New("namespace is not open"))
 	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// netns.Get opens /proc/self/task/TID/ns/net: this thread's own
+		// vns.Get opens /proc/self/task/TID/ns/net: this thread's own
 		// namespace, which need not be the main thread's.
-		orig, err := netns.Get()
+		orig, err := vns.Get()
 		if err != nil {
 			runtime.UnlockOSThread()
 			errc <- opErr(OpSetns, target.id.Ino, fmt.Errorf("open own netns: %w", err))
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(target.h); err != nil {
+		if err := vns.Set(target.h); err != nil {
 			// setns failed, so the thread is still where it was.
 			runtime.UnlockOSThread()
 			errc <- opErr(OpSetns, target.id.Ino, err)
@@ -54,7 +54,7 @@ func Do(target *NetNS, fn func() error) error {
 		}()
 		ferr := fn()
 		returned = true
-		if err := netns.Set(orig); err != nil {
+		if err := vns.Set(orig); err != nil {
 			// From here the thread must not be released: it stays locked and
 			// dies with this goroutine.
 			errc <- errors.Join(ferr, opErr(OpRestoreNetns, target.id.Ino,
@@ -74,5 +74,5 @@ func (n *NetNS) Dup() (*NetNS, error) {
 	if err != nil {
 		return nil, opErr(OpOpen, n.id.Ino, fmt.Errorf("dup: %w", err))
 	}
-	return &NetNS{h: netns.NsHandle(fd), id: n.id, path: n.path}, nil
+	return &NetNS{h: vns.NsHandle(fd), id: n.id, path: n.path}, nil
 }

@@ -1,4 +1,4 @@
-package netnsutil_test
+package discovery_test
 
 import (
 	"context"
@@ -15,8 +15,8 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/packetflix/packetflix/discovery"
 	"github.com/packetflix/packetflix/internal/testns"
-	"github.com/packetflix/packetflix/netnsutil"
 )
 
 // upInterfaces lists the interfaces that are up in the netns of pid, as
@@ -70,18 +70,18 @@ func TestIntegrationDocker(t *testing.T) {
 	if !contains(ifs, "pfc0") || contains(ifs, "pfdown0") {
 		t.Fatalf("ip shows %q up in the container; want pfc0 and not pfdown0", ifs)
 	}
-	want := netnsutil.Target{
-		Name: c.Name, Type: netnsutil.TypeDocker, NetNS: ino, Interfaces: ifs,
+	want := discovery.Target{
+		Name: c.Name, Type: discovery.TypeDocker, NetNS: ino, Interfaces: ifs,
 		PID: c.PID, StartTime: startTime(t, c.PID),
 	}
 	absent := filepath.Join(t.TempDir(), "absent.sock")
 
 	// only returns the targets in the container's netns, failing if a
 	// target names one of our containers elsewhere.
-	only := func(t *testing.T, ts []netnsutil.Target) []netnsutil.Target {
+	only := func(t *testing.T, ts []discovery.Target) []discovery.Target {
 		t.Helper()
 		checkListing(t, ts)
-		var out []netnsutil.Target
+		var out []discovery.Target
 		for _, x := range ts {
 			if x.NetNS == ino {
 				out = append(out, x)
@@ -94,7 +94,7 @@ func TestIntegrationDocker(t *testing.T) {
 
 	t.Run("docker", func(t *testing.T) {
 		core, logs := observer.New(zap.DebugLevel)
-		d := netnsutil.NewDiscoverer(netnsutil.DiscoverConfig{DockerHost: dk.Host, ContainerdSocket: absent, Log: zap.New(core)})
+		d := discovery.NewDiscoverer(discovery.DiscoverConfig{DockerHost: dk.Host, ContainerdSocket: absent, Log: zap.New(core)})
 		start := time.Now()
 		ts, err := d.List(context.Background())
 		if err != nil {
@@ -117,7 +117,7 @@ func TestIntegrationDocker(t *testing.T) {
 		// containerd holds Docker's containers in namespace moby: they must
 		// not be listed a second time.
 		core, logs := observer.New(zap.DebugLevel)
-		d := netnsutil.NewDiscoverer(netnsutil.DiscoverConfig{DockerHost: dk.Host, ContainerdSocket: dk.ContainerdSocket, Log: zap.New(core)})
+		d := discovery.NewDiscoverer(discovery.DiscoverConfig{DockerHost: dk.Host, ContainerdSocket: dk.ContainerdSocket, Log: zap.New(core)})
 		base := runtime.NumGoroutine()
 		start := time.Now()
 		ts, err := d.List(context.Background())
@@ -148,13 +148,13 @@ func TestIntegrationDocker(t *testing.T) {
 	t.Run("containerd alone", func(t *testing.T) {
 		// Without Docker's answer, its containers appear through containerd,
 		// named namespace/ID: better than as the bare processes they are.
-		d := netnsutil.NewDiscoverer(netnsutil.DiscoverConfig{DockerHost: "unix://" + absent, ContainerdSocket: dk.ContainerdSocket, Log: zaptest.NewLogger(t)})
+		d := discovery.NewDiscoverer(discovery.DiscoverConfig{DockerHost: "unix://" + absent, ContainerdSocket: dk.ContainerdSocket, Log: zaptest.NewLogger(t)})
 		ts, err := d.List(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
 		w := want
-		w.Type, w.Name = netnsutil.TypeContainerd, "moby/"+c.ID
+		w.Type, w.Name = discovery.TypeContainerd, "moby/"+c.ID
 		if got := only(t, ts); len(got) != 1 || !reflect.DeepEqual(got[0], w) {
 			t.Errorf("container's netns listed as\n%+v\nwant\n%+v", got, w)
 		}
@@ -165,12 +165,12 @@ func TestIntegrationDocker(t *testing.T) {
 		// keeps of it (even with --network none), named after its sandbox
 		// ID; the joiner shares it.
 		sandbox := dk.CLI("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", c.Name)
-		d := netnsutil.NewDiscoverer(netnsutil.DiscoverConfig{DockerHost: "unix://" + absent, ContainerdSocket: absent})
+		d := discovery.NewDiscoverer(discovery.DiscoverConfig{DockerHost: "unix://" + absent, ContainerdSocket: absent})
 		ts, err := d.List(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		w := netnsutil.Target{Name: filepath.Base(sandbox), Type: netnsutil.TypeBindMount, NetNS: ino, Interfaces: ifs}
+		w := discovery.Target{Name: filepath.Base(sandbox), Type: discovery.TypeBindMount, NetNS: ino, Interfaces: ifs}
 		if got := only(t, ts); len(got) != 1 || !reflect.DeepEqual(got[0], w) {
 			t.Errorf("container's netns without engines listed as\n%+v\nwant\n%+v", got, w)
 		}

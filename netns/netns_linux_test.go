@@ -1,4 +1,4 @@
-package netnsutil_test
+package netns_test
 
 import (
 	"bufio"
@@ -15,12 +15,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/packetflix/packetflix/internal/testns"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/netns"
 )
 
 // checkFound checks that OpenInode(ino) opened the netns ino, through path
 // unless path is "", and closes it at cleanup.
-func checkFound(t *testing.T, f *netnsutil.Finder, ino uint64, path string) *netnsutil.NetNS {
+func checkFound(t *testing.T, f *netns.Finder, ino uint64, path string) *netns.NetNS {
 	t.Helper()
 	n, err := f.OpenInode(ino)
 	if err != nil {
@@ -41,12 +41,12 @@ func checkFound(t *testing.T, f *netnsutil.Finder, ino uint64, path string) *net
 
 func TestIntegrationOpenInode(t *testing.T) {
 	testns.RequireRoot(t)
-	f := &netnsutil.Finder{}
+	f := &netns.Finder{}
 
 	t.Run("bind mount without process", func(t *testing.T) {
 		ns := testns.New(t)
 		n := checkFound(t, f, ns.Inode, "/run/netns/"+ns.Name)
-		p, err := netnsutil.OpenPath("/run/netns/" + ns.Name)
+		p, err := netns.OpenPath("/run/netns/" + ns.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func TestIntegrationOpenInode(t *testing.T) {
 		if err := os.Symlink("/", filepath.Join(dir, "1", "root")); err != nil {
 			t.Fatal(err)
 		}
-		checkFound(t, &netnsutil.Finder{ProcRoot: dir}, ns.Inode, filepath.Join(dir, "1", "root", "run", "netns", ns.Name))
+		checkFound(t, &netns.Finder{ProcRoot: dir}, ns.Inode, filepath.Join(dir, "1", "root", "run", "netns", ns.Name))
 	})
 
 	t.Run("held only by a process", func(t *testing.T) {
@@ -82,7 +82,7 @@ func TestIntegrationOpenInode(t *testing.T) {
 		// The fd pins the netns: it still works once the process is gone.
 		p.stop()
 		var in string
-		if err := netnsutil.Do(n, func() error {
+		if err := netns.Do(n, func() error {
 			var err error
 			in, err = os.Readlink("/proc/thread-self/ns/net")
 			return err
@@ -96,7 +96,7 @@ func TestIntegrationOpenInode(t *testing.T) {
 
 	t.Run("held only by a thread", func(t *testing.T) {
 		name, ino := addNetNS(t)
-		h, err := netnsutil.OpenPath("/run/netns/" + name)
+		h, err := netns.OpenPath("/run/netns/" + name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +109,7 @@ func TestIntegrationOpenInode(t *testing.T) {
 		release := make(chan struct{})
 		done := make(chan error, 1)
 		go func() {
-			done <- netnsutil.Do(h, func() error {
+			done <- netns.Do(h, func() error {
 				tidc <- unix.Gettid()
 				<-release
 				return nil
@@ -156,7 +156,7 @@ func TestIntegrationOpenInode(t *testing.T) {
 
 	t.Run("unknown inode", func(t *testing.T) {
 		n, err := f.OpenInode(math.MaxUint32)
-		if !errors.Is(err, netnsutil.ErrNotFound) {
+		if !errors.Is(err, netns.ErrNotFound) {
 			n.Close()
 			t.Fatalf("OpenInode(MaxUint32) = %v, %v; want ErrNotFound", n, err)
 		}
@@ -165,7 +165,7 @@ func TestIntegrationOpenInode(t *testing.T) {
 	t.Run("invalid inode", func(t *testing.T) {
 		for _, ino := range []uint64{0, math.MaxUint32 + 1} {
 			n, err := f.OpenInode(ino)
-			if !errors.Is(err, netnsutil.ErrInvalid) {
+			if !errors.Is(err, netns.ErrInvalid) {
 				n.Close()
 				t.Errorf("OpenInode(%d) = %v, %v; want ErrInvalid", ino, n, err)
 			}
@@ -203,20 +203,20 @@ func TestIntegrationOpenPath(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			n, err := netnsutil.OpenPath(tt.path)
+			n, err := netns.OpenPath(tt.path)
 			if err == nil {
 				n.Close()
 				t.Fatalf("OpenPath(%s) = %+v, want an error", tt.path, n.ID())
 			}
-			var oe *netnsutil.OpError
-			if !errors.As(err, &oe) || oe.Op != netnsutil.OpOpen {
-				t.Errorf("OpenPath(%s) error %#v, want an OpError with Op %q", tt.path, err, netnsutil.OpOpen)
+			var oe *netns.OpError
+			if !errors.As(err, &oe) || oe.Op != netns.OpOpen {
+				t.Errorf("OpenPath(%s) error %#v, want an OpError with Op %q", tt.path, err, netns.OpOpen)
 			}
 		})
 	}
 
 	t.Run("closed twice", func(t *testing.T) {
-		n, err := netnsutil.OpenPath("/proc/self/ns/net")
+		n, err := netns.OpenPath("/proc/self/ns/net")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -231,7 +231,7 @@ func TestIntegrationOpenPath(t *testing.T) {
 
 func TestIntegrationCheckProcess(t *testing.T) {
 	testns.RequireRoot(t)
-	f := &netnsutil.Finder{}
+	f := &netns.Finder{}
 	ns := testns.New(t)
 	n := ns.Open()
 	p := sleepIn(t, ns.Name, ns.Inode)
@@ -266,15 +266,15 @@ func TestIntegrationCheckProcess(t *testing.T) {
 		want error // nil: no error
 	}{
 		{name: "same process", pid: p.Pid(), st: st},
-		{name: "other start time", pid: p.Pid(), st: st + 1, want: netnsutil.ErrStale},
+		{name: "other start time", pid: p.Pid(), st: st + 1, want: netns.ErrStale},
 		// 0 means the client did not know the start time: only the netns
 		// is checked.
 		{name: "start time unknown", pid: p.Pid(), st: 0},
-		{name: "process in another netns", pid: os.Getpid(), st: self, want: netnsutil.ErrStale},
-		{name: "start time unknown, another netns", pid: os.Getpid(), st: 0, want: netnsutil.ErrStale},
-		{name: "exited process", pid: gone.Process.Pid, st: goneSt, want: netnsutil.ErrStale},
-		{name: "start time unknown, exited process", pid: gone.Process.Pid, st: 0, want: netnsutil.ErrStale},
-		{name: "pid zero", pid: 0, st: st, want: netnsutil.ErrInvalid},
+		{name: "process in another netns", pid: os.Getpid(), st: self, want: netns.ErrStale},
+		{name: "start time unknown, another netns", pid: os.Getpid(), st: 0, want: netns.ErrStale},
+		{name: "exited process", pid: gone.Process.Pid, st: goneSt, want: netns.ErrStale},
+		{name: "start time unknown, exited process", pid: gone.Process.Pid, st: 0, want: netns.ErrStale},
+		{name: "pid zero", pid: 0, st: st, want: netns.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -293,7 +293,7 @@ func TestIntegrationCheckProcess(t *testing.T) {
 
 	t.Run("after the process exits", func(t *testing.T) {
 		p.stop()
-		if err := f.CheckProcess(n, p.Pid(), st); !errors.Is(err, netnsutil.ErrStale) {
+		if err := f.CheckProcess(n, p.Pid(), st); !errors.Is(err, netns.ErrStale) {
 			t.Fatalf("CheckProcess(%d, %d) after exit = %v, want ErrStale", p.Pid(), st, err)
 		}
 	})

@@ -1,15 +1,4 @@
-// Package netnsutil finds Linux network namespaces by inode, holds them open
-// so they cannot change identity between check and use, and runs short
-// functions inside them. Do is the only place in packetflix that calls setns.
-//
-// # Discovery
-//
-// Discoverer lists every network namespace of the host once, as a capture
-// target named the way clients (csharg, GhostWire's /mobyshark list) expect:
-// containers of Docker and containerd, Kubernetes pods, bind mounts such as
-// /run/netns/NAME, and namespaces of plain processes. Its doc gives the
-// rules; a slow engine is skipped after DiscoverConfig.EngineTimeout.
-package netnsutil
+package netns
 
 import (
 	"bufio"
@@ -21,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/vishvananda/netns"
+	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,7 +27,7 @@ type ID struct {
 // reused cannot be mistaken for this one. A NetNS may be used from several
 // goroutines; Close must be called exactly once, after all use.
 type NetNS struct {
-	h    netns.NsHandle
+	h    vns.NsHandle
 	id   ID
 	path string
 }
@@ -54,11 +43,11 @@ func (n *NetNS) Path() string { return n.path }
 
 // Close releases the namespace.
 func (n *NetNS) Close() error {
-	if n == nil || n.h == netns.None() {
+	if n == nil || n.h == vns.None() {
 		return nil
 	}
 	err := n.h.Close()
-	n.h = netns.None()
+	n.h = vns.None()
 	return err
 }
 
@@ -69,7 +58,7 @@ type Finder struct {
 	ProcRoot string
 }
 
-func (f *Finder) proc() string {
+func (f *Finder) Proc() string {
 	if f == nil || f.ProcRoot == "" {
 		return "/proc"
 	}
@@ -94,7 +83,7 @@ func (f *Finder) OpenInode(ino uint64) (*NetNS, error) {
 		return nil, opErr(OpLookup, ino, err)
 	}
 	want := fmt.Sprintf("net:[%d]", ino)
-	proc := f.proc()
+	proc := f.Proc()
 
 	// Bind mounts: our own mount namespace, then PID 1's (when we run in a
 	// container with hostPID, the host's /run/netns lives there).
@@ -104,20 +93,20 @@ func (f *Finder) OpenInode(ino uint64) (*NetNS, error) {
 			if pid != "self" {
 				path = filepath.Join(proc, pid, "root", mp)
 			}
-			if n, err := openChecked(path, ino); err == nil {
+			if n, err := OpenPathInode(path, ino); err == nil {
 				return n, nil
 			}
 		}
 	}
 
-	pids, err := listPIDs(proc)
+	pids, err := ListPIDs(proc)
 	if err != nil {
 		return nil, opErr(OpLookup, ino, err)
 	}
 	for _, pid := range pids {
 		path := filepath.Join(proc, pid, "ns", "net")
 		if l, err := os.Readlink(path); err == nil && l == want {
-			if n, err := openChecked(path, ino); err == nil {
+			if n, err := OpenPathInode(path, ino); err == nil {
 				return n, nil
 			}
 			// The process may have exited or changed netns since readlink;
@@ -126,14 +115,14 @@ func (f *Finder) OpenInode(ino uint64) (*NetNS, error) {
 	}
 	// A namespace may be held by a single thread that switched into it.
 	for _, pid := range pids {
-		tasks, _ := listPIDs(filepath.Join(proc, pid, "task"))
+		tasks, _ := ListPIDs(filepath.Join(proc, pid, "task"))
 		for _, tid := range tasks {
 			if tid == pid {
 				continue
 			}
 			path := filepath.Join(proc, pid, "task", tid, "ns", "net")
 			if l, err := os.Readlink(path); err == nil && l == want {
-				if n, err := openChecked(path, ino); err == nil {
+				if n, err := OpenPathInode(path, ino); err == nil {
 					return n, nil
 				}
 			}
@@ -143,11 +132,11 @@ func (f *Finder) OpenInode(ino uint64) (*NetNS, error) {
 	// (a runtime holding it for a container it is about to start).
 	for _, pid := range pids {
 		dir := filepath.Join(proc, pid, "fd")
-		fds, _ := listPIDs(dir)
+		fds, _ := ListPIDs(dir)
 		for _, fd := range fds {
 			path := filepath.Join(dir, fd)
 			if l, err := os.Readlink(path); err == nil && l == want {
-				if n, err := openChecked(path, ino); err == nil {
+				if n, err := OpenPathInode(path, ino); err == nil {
 					return n, nil
 				}
 			}
@@ -159,7 +148,7 @@ func (f *Finder) OpenInode(ino uint64) (*NetNS, error) {
 // OpenPath opens the network namespace at path (an nsfs file such as
 // /run/netns/NAME or /proc/PID/ns/net).
 func OpenPath(path string) (*NetNS, error) {
-	h, err := netns.GetFromPath(path)
+	h, err := vns.GetFromPath(path)
 	if err != nil {
 		return nil, opErr(OpOpen, 0, err)
 	}
@@ -174,13 +163,13 @@ func OpenPath(path string) (*NetNS, error) {
 // Self opens the network namespace of this process (its main thread), the
 // host's namespace when the service runs with host networking.
 func (f *Finder) Self() (*NetNS, error) {
-	return OpenPath(filepath.Join(f.proc(), "self", "ns", "net"))
+	return OpenPath(filepath.Join(f.Proc(), "self", "ns", "net"))
 }
 
 // openChecked opens path and confirms that it is the nsfs file of the
 // namespace with inode ino. Only the fd counts: the path may have been
 // rebound or its process replaced since it was listed.
-func openChecked(path string, ino uint64) (*NetNS, error) {
+func OpenPathInode(path string, ino uint64) (*NetNS, error) {
 	n, err := OpenPath(path)
 	if err != nil {
 		return nil, err
@@ -192,7 +181,7 @@ func openChecked(path string, ino uint64) (*NetNS, error) {
 	return n, nil
 }
 
-func fromHandle(h netns.NsHandle, path string) (*NetNS, error) {
+func fromHandle(h vns.NsHandle, path string) (*NetNS, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(h), &st); err != nil {
 		return nil, opErr(OpOpen, 0, fmt.Errorf("fstat %s: %w", path, err))
@@ -214,7 +203,7 @@ func fromHandle(h netns.NsHandle, path string) (*NetNS, error) {
 }
 
 // listPIDs returns the numeric entries of dir.
-func listPIDs(dir string) ([]string, error) {
+func ListPIDs(dir string) ([]string, error) {
 	d, err := os.Open(dir)
 	if err != nil {
 		return nil, err
@@ -245,18 +234,23 @@ func nsfsMounts(mountinfo, want string) []string {
 	return out
 }
 
-// netMount is an nsfs bind mount of a network namespace.
-type netMount struct {
+// BindMount is an nsfs bind mount of a network namespace.
+type BindMount struct {
 	Ino   uint64 // the namespace's inode
 	Point string // mount point, unescaped, as seen in the mount namespace whose mountinfo was read
 }
+
+// BindMounts returns the nsfs bind mounts of network namespaces in a
+// mountinfo file (such as /proc/self/mountinfo), in file order. A file that
+// cannot be read has none.
+func BindMounts(mountinfo string) []BindMount { return netMounts(mountinfo, "") }
 
 // netMounts returns the nsfs mounts of network namespaces in a mountinfo
 // file, in file order; with want ("net:[INODE]") set, only those of that
 // namespace. A file that cannot be read has none. Line format (proc(5)):
 //
 //	61 42 0:4 net:[4026532389] /run/netns/x rw shared:5 - nsfs nsfs rw
-func netMounts(mountinfo, want string) []netMount {
+func netMounts(mountinfo, want string) []BindMount {
 	data, err := os.ReadFile(mountinfo)
 	if err != nil {
 		return nil
@@ -265,7 +259,7 @@ func netMounts(mountinfo, want string) []netMount {
 	if filter == "" {
 		filter = "net:["
 	}
-	var out []netMount
+	var out []BindMount
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
@@ -301,7 +295,7 @@ func netMounts(mountinfo, want string) []netMount {
 		if err != nil || ValidInode(ino) != nil {
 			continue
 		}
-		out = append(out, netMount{Ino: ino, Point: unescapeMount(fields[4])})
+		out = append(out, BindMount{Ino: ino, Point: unescapeMount(fields[4])})
 	}
 	return out
 }
@@ -344,7 +338,7 @@ func (f *Finder) CheckProcess(n *NetNS, pid int, starttime uint64) error {
 		return opErr(OpLookup, ino, fmt.Errorf("%w: process %d started at %d, not %d", ErrStale, pid, st, starttime))
 	}
 	var s unix.Stat_t
-	if err := unix.Stat(filepath.Join(f.proc(), strconv.Itoa(pid), "ns", "net"), &s); err != nil ||
+	if err := unix.Stat(filepath.Join(f.Proc(), strconv.Itoa(pid), "ns", "net"), &s); err != nil ||
 		(ID{Dev: uint64(s.Dev), Ino: s.Ino}) != n.ID() {
 		return opErr(OpLookup, ino, fmt.Errorf("%w: process %d is no longer in netns %d", ErrStale, pid, ino))
 	}
@@ -354,16 +348,16 @@ func (f *Finder) CheckProcess(n *NetNS, pid int, starttime uint64) error {
 // StartTime returns field 22 of /proc/PID/stat: the process start time in
 // clock ticks since boot.
 func (f *Finder) StartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile(filepath.Join(f.proc(), strconv.Itoa(pid), "stat"))
+	b, err := os.ReadFile(filepath.Join(f.Proc(), strconv.Itoa(pid), "stat"))
 	if err != nil {
 		return 0, err
 	}
-	return parseStartTime(b)
+	return ParseStartTime(b)
 }
 
 // parseStartTime reads field 22 of a /proc/PID/stat line. comm (field 2)
 // may hold spaces and parentheses, so fields are counted after its last ')'.
-func parseStartTime(stat []byte) (uint64, error) {
+func ParseStartTime(stat []byte) (uint64, error) {
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
 		return 0, fmt.Errorf("malformed stat: no ')'")

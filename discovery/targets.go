@@ -1,6 +1,8 @@
-package netnsutil
+package discovery
 
 import (
+	"github.com/packetflix/packetflix/netns"
+
 	"cmp"
 	"fmt"
 	"slices"
@@ -223,7 +225,7 @@ func lookupCandidate(cs []candidate, name, prefix string) (candidate, error) {
 	}
 	switch len(same) {
 	case 0:
-		return candidate{}, fmt.Errorf("%w: no target named %q", ErrNotFound, name)
+		return candidate{}, fmt.Errorf("%w: no target named %q", netns.ErrNotFound, name)
 	case 1:
 		return same[0], nil
 	}

@@ -1,6 +1,8 @@
-package netnsutil
+package discovery
 
 import (
+	"github.com/packetflix/packetflix/netns"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -299,9 +301,9 @@ func Test_lookupCandidate(t *testing.T) {
 		{name: "host", look: "systemd(1)", want: "systemd(1)"},
 		{name: "made-unique name", look: blueA, want: blueA},
 		{name: "shared name", look: "blue", err: ErrAmbiguous},
-		{name: "unknown", look: "nope", err: ErrNotFound},
-		{name: "prefix differs", look: "web", prefix: "dind:", err: ErrNotFound},
-		{name: "case matters", look: "Web", err: ErrNotFound},
+		{name: "unknown", look: "nope", err: netns.ErrNotFound},
+		{name: "prefix differs", look: "web", prefix: "dind:", err: netns.ErrNotFound},
+		{name: "case matters", look: "Web", err: netns.ErrNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -395,29 +397,6 @@ func Test_parseStat(t *testing.T) {
 	}
 }
 
-func Test_netLinkInode(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in   string
-		want uint64
-		ok   bool
-	}{
-		{"net:[4026531993]", 4026531993, true},
-		{"mnt:[4026531993]", 0, false},
-		{"net:[4026531993", 0, false},
-		{"net:[]", 0, false},
-		{"net:[0]", 0, false},
-		{"net:[x]", 0, false},
-		{"net:[99999999999]", 0, false},
-	}
-	for _, tt := range tests {
-		got, err := netLinkInode(tt.in)
-		if (err == nil) != tt.ok || (tt.ok && got != tt.want) {
-			t.Errorf("netLinkInode(%q) = %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
-		}
-	}
-}
-
 // statLine is a /proc/PID/stat line with comm and start time set.
 func statLine(pid int, comm string, starttime uint64) string {
 	// After "(comm)": state (field 3), fields 4-21, then field 22.
@@ -491,7 +470,7 @@ func TestDiscoverFakeProc(t *testing.T) {
 		t.Parallel()
 		proc := fakeProcTree(t, procs, mi, initMI, "mnt:[4026531832]")
 		d := NewDiscoverer(DiscoverConfig{
-			Finder:           &Finder{ProcRoot: proc},
+			Finder:           &netns.Finder{ProcRoot: proc},
 			DockerHost:       "unix://" + filepath.Join(proc, "no-docker.sock"),
 			ContainerdSocket: filepath.Join(proc, "no-containerd.sock"),
 		})
@@ -552,10 +531,10 @@ func TestDiscoverFakeProc(t *testing.T) {
 		}
 	})
 
-	t.Run("engine containers are looked up in the Finder's proc", func(t *testing.T) {
+	t.Run("engine containers are looked up in the netns.Finder's proc", func(t *testing.T) {
 		t.Parallel()
 		proc := fakeProcTree(t, procs, mi, initMI, "mnt:[4026531832]")
-		f := &Finder{ProcRoot: proc}
+		f := &netns.Finder{ProcRoot: proc}
 		ci, err := resolveContainer(f, engineContainer{Type: TypeDocker, Name: "web", PID: 800})
 		if err != nil {
 			t.Fatal(err)
@@ -572,12 +551,12 @@ func TestDiscoverFakeProc(t *testing.T) {
 
 	t.Run("no proc", func(t *testing.T) {
 		t.Parallel()
-		d := NewDiscoverer(DiscoverConfig{Finder: &Finder{ProcRoot: filepath.Join(t.TempDir(), "nope")},
+		d := NewDiscoverer(DiscoverConfig{Finder: &netns.Finder{ProcRoot: filepath.Join(t.TempDir(), "nope")},
 			DockerHost: "unix:///nonexistent/docker.sock", ContainerdSocket: "/nonexistent/containerd.sock"})
 		_, err := d.List(context.Background())
-		var oe *OpError
+		var oe *netns.OpError
 		if !errors.As(err, &oe) || oe.Op != OpDiscover {
-			t.Fatalf("List = %v, want an OpError with Op %q", err, OpDiscover)
+			t.Fatalf("List = %v, want a netns.OpError with Op %q", err, OpDiscover)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package netnsutil
+package netns
 
 import (
 	"errors"
@@ -11,7 +11,6 @@ const (
 	OpOpen         = "open"
 	OpSetns        = "setns"
 	OpRestoreNetns = "restore-netns"
-	OpDiscover     = "discover"
 )
 
 // Sentinel errors a caller can test with errors.Is and turn into a message a
@@ -23,9 +22,6 @@ var (
 	ErrStale = errors.New("network namespace reference is stale")
 	// ErrInvalid: the identifier can never name a netns (zero, out of range).
 	ErrInvalid = errors.New("invalid network namespace identifier")
-	// ErrAmbiguous: a target name that several targets share (see
-	// Discoverer's "Unique names").
-	ErrAmbiguous = errors.New("ambiguous target name")
 )
 
 // OpError says which operation on which netns failed.

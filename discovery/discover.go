@@ -1,6 +1,8 @@
-package netnsutil
+package discovery
 
 import (
+	"github.com/packetflix/packetflix/netns"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,7 +82,7 @@ const (
 type DiscoverConfig struct {
 	// Finder says where procfs is; nil means the real /proc. Engine PIDs are
 	// looked up there, so they must be PIDs of its PID namespace.
-	Finder *Finder
+	Finder *netns.Finder
 	// DockerHost is the Docker engine's API address, as DOCKER_HOST spells
 	// it; "" means DefaultDockerHost. When its unix socket does not exist or
 	// refuses connections, Docker is skipped with a debug log.
@@ -103,7 +104,7 @@ type DiscoverConfig struct {
 
 func (c DiscoverConfig) withDefaults() DiscoverConfig {
 	if c.Finder == nil {
-		c.Finder = &Finder{}
+		c.Finder = &netns.Finder{}
 	}
 	if c.DockerHost == "" {
 		c.DockerHost = DefaultDockerHost
@@ -198,7 +199,7 @@ func (d *Discoverer) List(ctx context.Context) ([]Target, error) {
 
 // Lookup returns the target List would name name with prefix prefix. A
 // name that several targets share before they are made unique (see
-// Discoverer) gives ErrAmbiguous; no such target gives ErrNotFound.
+// Discoverer) gives ErrAmbiguous; no such target gives netns.ErrNotFound.
 func (d *Discoverer) Lookup(ctx context.Context, name, prefix string) (Target, error) {
 	cands, err := d.candidates(ctx)
 	if err != nil {
@@ -206,11 +207,11 @@ func (d *Discoverer) Lookup(ctx context.Context, name, prefix string) (Target, e
 	}
 	c, err := lookupCandidate(cands, name, prefix)
 	if err != nil {
-		return Target{}, opErr(OpLookup, 0, err)
+		return Target{}, opErr(netns.OpLookup, 0, err)
 	}
 	one := []candidate{c}
 	if !d.fillInterfaces(one)[0] {
-		return Target{}, opErr(OpLookup, c.NetNS, fmt.Errorf("%w: target %q vanished", ErrNotFound, name))
+		return Target{}, opErr(netns.OpLookup, c.NetNS, fmt.Errorf("%w: target %q vanished", netns.ErrNotFound, name))
 	}
 	return one[0].Target, nil
 }
@@ -227,7 +228,7 @@ func (d *Discoverer) candidates(ctx context.Context) ([]candidate, error) {
 	)
 	wg.Go(func() { dockerC = d.runEngine(ctx, engineDocker, d.cfg.DockerHost, listDocker) })
 	wg.Go(func() { ctrdC = d.runEngine(ctx, engineContainerd, d.cfg.ContainerdSocket, listContainerd) })
-	scan, err := scanHost(f.proc())
+	scan, err := scanHost(f.Proc())
 	wg.Wait()
 	if err != nil {
 		return nil, opErr(OpDiscover, 0, err)
@@ -261,9 +262,9 @@ func (d *Discoverer) candidates(ctx context.Context) ([]candidate, error) {
 }
 
 // resolveContainer finds the netns and start time of c's process.
-func resolveContainer(f *Finder, c engineContainer) (containerInfo, error) {
-	path := filepath.Join(f.proc(), strconv.Itoa(c.PID), "ns", "net")
-	ino, err := readNetnsLink(path)
+func resolveContainer(f *netns.Finder, c engineContainer) (containerInfo, error) {
+	path := filepath.Join(f.Proc(), strconv.Itoa(c.PID), "ns", "net")
+	ino, err := netns.LinkInode(path)
 	if err != nil {
 		return containerInfo{}, err
 	}
@@ -286,7 +287,7 @@ type hostScan struct {
 // meanwhile, or whose files we may not read, are left out.
 func scanHost(proc string) (hostScan, error) {
 	var s hostScan
-	pids, err := listPIDs(proc)
+	pids, err := netns.ListPIDs(proc)
 	if err != nil {
 		return s, fmt.Errorf("list processes: %w", err)
 	}
@@ -295,7 +296,7 @@ func scanHost(proc string) (hostScan, error) {
 	for _, p := range pids {
 		pid, _ := strconv.Atoi(p)
 		dir := filepath.Join(proc, p)
-		ino, err := readNetnsLink(filepath.Join(dir, "ns", "net"))
+		ino, err := netns.LinkInode(filepath.Join(dir, "ns", "net"))
 		if err != nil {
 			continue
 		}
@@ -323,7 +324,7 @@ func scanHost(proc string) (hostScan, error) {
 		s.host = kthreadd
 	}
 
-	for _, m := range netMounts(filepath.Join(proc, "self", "mountinfo"), "") {
+	for _, m := range netns.BindMounts(filepath.Join(proc, "self", "mountinfo")) {
 		s.mounts = append(s.mounts, mountInfo{NetNS: m.Ino, Point: m.Point, Path: m.Point})
 	}
 	// PID 1's mounts, when it is in another mount namespace (we run in a
@@ -331,7 +332,7 @@ func scanHost(proc string) (hostScan, error) {
 	self, err1 := os.Readlink(filepath.Join(proc, "self", "ns", "mnt"))
 	initMnt, err2 := os.Readlink(filepath.Join(proc, "1", "ns", "mnt"))
 	if err1 != nil || err2 != nil || self != initMnt {
-		for _, m := range netMounts(filepath.Join(proc, "1", "mountinfo"), "") {
+		for _, m := range netns.BindMounts(filepath.Join(proc, "1", "mountinfo")) {
 			s.mounts = append(s.mounts, mountInfo{NetNS: m.Ino, Point: m.Point,
 				Path: filepath.Join(proc, "1", "root", m.Point)})
 		}
@@ -363,31 +364,6 @@ func readSmall(path string, buf []byte) ([]byte, error) {
 	return buf[:n], nil
 }
 
-// readNetnsLink returns the inode of the netns a /proc/PID/ns/net link names.
-func readNetnsLink(path string) (uint64, error) {
-	l, err := os.Readlink(path)
-	if err != nil {
-		return 0, err
-	}
-	return netLinkInode(l)
-}
-
-// netLinkInode parses "net:[INODE]".
-func netLinkInode(l string) (uint64, error) {
-	num, ok := strings.CutPrefix(l, "net:[")
-	if ok {
-		num, ok = strings.CutSuffix(num, "]")
-	}
-	if !ok {
-		return 0, fmt.Errorf("%q is not a netns link", l)
-	}
-	ino, err := strconv.ParseUint(num, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a netns link", l)
-	}
-	return ino, ValidInode(ino)
-}
-
 // parseStat returns comm (field 2) and the start time (field 22) of a
 // /proc/PID/stat line. comm is between the first '(' and the last ')': it
 // may itself hold parentheses.
@@ -397,7 +373,7 @@ func parseStat(stat []byte) (comm string, starttime uint64, err error) {
 	if i < 0 || j < i {
 		return "", 0, fmt.Errorf("malformed stat: no (comm)")
 	}
-	st, err := parseStartTime(stat)
+	st, err := netns.ParseStartTime(stat)
 	if err != nil {
 		return "", 0, err
 	}
@@ -424,7 +400,7 @@ func (d *Discoverer) fillInterfaces(cands []candidate) []bool {
 			switch {
 			case err == nil:
 				keep[i] = true
-			case errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrStale):
+			case errors.Is(err, fs.ErrNotExist) || errors.Is(err, netns.ErrStale):
 				d.log.Debug("target vanished", zap.String("name", cands[i].Name),
 					zap.Uint64("netns", cands[i].NetNS), zap.Error(err))
 			default:
@@ -452,15 +428,15 @@ func (d *Discoverer) fillInterfaces(cands []candidate) []bool {
 // upInterfaces opens the netns at path, checks that it is still ino, and
 // lists its interfaces that are up, in ifindex order.
 func upInterfaces(path string, ino uint64) ([]string, error) {
-	n, err := openChecked(path, ino)
+	n, err := netns.OpenPathInode(path, ino)
 	if err != nil {
 		return nil, err
 	}
 	defer n.Close()
 	var names []string
-	err = Do(n, func() error {
+	err = netns.Do(n, func() error {
 		// net.Interfaces asks over a synchronous netlink socket on this
-		// thread: no goroutine, so it sees the namespace Do entered.
+		// thread: no goroutine, so it sees the namespace netns.Do entered.
 		ifs, err := net.Interfaces()
 		if err != nil {
 			return err

@@ -1,4 +1,4 @@
-package netnsutil_test
+package discovery_test
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/packetflix/packetflix/internal/testns"
-	"github.com/packetflix/packetflix/netnsutil"
+	"github.com/packetflix/packetflix/netns"
 )
 
 var seq atomic.Uint32
@@ -48,7 +48,7 @@ func addNetNS(t *testing.T) (name string, ino uint64) {
 			t.Errorf("cleanup: ip netns del %s: %v: %s", name, err, out)
 		}
 	})
-	n, err := netnsutil.OpenPath("/run/netns/" + name)
+	n, err := netns.OpenPath("/run/netns/" + name)
 	if err != nil {
 		t.Fatalf("open netns %s: %v", name, err)
 	}
@@ -113,27 +113,6 @@ func sleepIn(t *testing.T, name string, ino uint64) *proc {
 	return p
 }
 
-// threadNetns returns the netns link of the calling goroutine's thread; the
-// caller must hold the thread locked for the answer to mean anything.
-func threadNetns(t testing.TB) string {
-	t.Helper()
-	l, err := os.Readlink("/proc/thread-self/ns/net")
-	if err != nil {
-		t.Fatalf("readlink /proc/thread-self/ns/net: %v", err)
-	}
-	return l
-}
-
-// selfNetns returns the netns link of this process's main thread.
-func selfNetns(t testing.TB) string {
-	t.Helper()
-	l, err := os.Readlink("/proc/self/ns/net")
-	if err != nil {
-		t.Fatalf("readlink /proc/self/ns/net: %v", err)
-	}
-	return l
-}
-
 // threadsOutside returns the threads of this process, the main thread
 // included, whose netns is not the one the process started in.
 func threadsOutside(t testing.TB) []string {
@@ -151,18 +130,4 @@ func threadsOutside(t testing.TB) []string {
 		}
 	}
 	return bad
-}
-
-// checkThreadHome fails if thread tid of this process still exists and is
-// not in the netns the process started in. A thread that is gone is fine:
-// that is what Do does with a thread it cannot restore.
-func checkThreadHome(t testing.TB, tid int) {
-	t.Helper()
-	l, err := os.Readlink(fmt.Sprintf("/proc/self/task/%d/ns/net", tid))
-	if err != nil {
-		return
-	}
-	if want := home(t); l != want {
-		t.Errorf("thread %d left in %s, want %s", tid, l, want)
-	}
 }

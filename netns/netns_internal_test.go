@@ -1,4 +1,4 @@
-package netnsutil
+package netns
 
 import (
 	"errors"
@@ -45,18 +45,18 @@ func Test_parseStartTime(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := parseStartTime([]byte(tt.stat))
+			got, err := ParseStartTime([]byte(tt.stat))
 			if tt.ok && err != nil {
-				t.Fatalf("parseStartTime(%q): %v", tt.stat, err)
+				t.Fatalf("ParseStartTime(%q): %v", tt.stat, err)
 			}
 			if !tt.ok {
 				if err == nil {
-					t.Fatalf("parseStartTime(%q) = %d, want an error", tt.stat, got)
+					t.Fatalf("ParseStartTime(%q) = %d, want an error", tt.stat, got)
 				}
 				return
 			}
 			if got != tt.want {
-				t.Fatalf("parseStartTime(%q) = %d, want %d", tt.stat, got, tt.want)
+				t.Fatalf("ParseStartTime(%q) = %d, want %d", tt.stat, got, tt.want)
 			}
 		})
 	}
@@ -70,12 +70,12 @@ func Test_parseStartTimeSelf(t *testing.T) {
 	if err != nil {
 		t.Skipf("no procfs: %v", err)
 	}
-	st, err := parseStartTime(b)
+	st, err := ParseStartTime(b)
 	if err != nil {
-		t.Fatalf("parseStartTime(%q): %v", b, err)
+		t.Fatalf("ParseStartTime(%q): %v", b, err)
 	}
 	if st == 0 {
-		t.Fatalf("parseStartTime(%q) = 0", b)
+		t.Fatalf("ParseStartTime(%q) = 0", b)
 	}
 }
 
@@ -197,23 +197,23 @@ func Test_ValidInode(t *testing.T) {
 
 func Test_listPIDs(t *testing.T) {
 	t.Parallel()
-	got, err := listPIDs(fakeProc)
+	got, err := ListPIDs(fakeProc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(got)
 	if want := []string{"1", "123"}; !slices.Equal(got, want) {
-		t.Fatalf("listPIDs(%s) = %q, want %q", fakeProc, got, want)
+		t.Fatalf("ListPIDs(%s) = %q, want %q", fakeProc, got, want)
 	}
-	got, err = listPIDs(filepath.Join(fakeProc, "123", "task"))
+	got, err = ListPIDs(filepath.Join(fakeProc, "123", "task"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(got)
 	if want := []string{"123", "124"}; !slices.Equal(got, want) {
-		t.Fatalf("listPIDs(123/task) = %q, want %q", got, want)
+		t.Fatalf("ListPIDs(123/task) = %q, want %q", got, want)
 	}
-	if _, err := listPIDs(filepath.Join(fakeProc, "nope")); err == nil {
+	if _, err := ListPIDs(filepath.Join(fakeProc, "nope")); err == nil {
 		t.Fatal("listPIDs of a missing dir: no error")
 	}
 }
@@ -326,4 +326,27 @@ func TestFinderFakeProc(t *testing.T) {
 			})
 		}
 	})
+}
+
+func Test_netLinkInode(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{"net:[4026531993]", 4026531993, true},
+		{"mnt:[4026531993]", 0, false},
+		{"net:[4026531993", 0, false},
+		{"net:[]", 0, false},
+		{"net:[0]", 0, false},
+		{"net:[x]", 0, false},
+		{"net:[99999999999]", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := netLinkInode(tt.in)
+		if (err == nil) != tt.ok || (tt.ok && got != tt.want) {
+			t.Errorf("netLinkInode(%q) = %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
 }
