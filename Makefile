@@ -5,9 +5,9 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 
-# The version comes from the build: VERSION plus the commit as semver build
+# The version comes from the build: cmd/packetflix/VERSION plus the commit as semver build
 # metadata, e.g. 0.1.0+3f2a1bc.
-VERSION := $(shell cat VERSION)+$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo .dirty)
+VERSION := $(shell cat cmd/packetflix/VERSION)+$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo .dirty)
 LDFLAGS := -X main.version=$(VERSION)
 PORT ?= 5001
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)

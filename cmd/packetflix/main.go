@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"net"
@@ -27,17 +28,60 @@ import (
 )
 
 // version is set by the build (make: -ldflags "-X main.version=...").
-// Without it, the module version from the build info is used.
+// Without it, buildVersion derives the same form from the build info.
 var version string
 
+// baseVersion is the release this tree is on; make and buildVersion add
+// the commit to it as semver build metadata.
+//
+//go:embed VERSION
+var baseVersion string
+
+// buildVersion returns the version the binary reports: the one make set,
+// else a tagged module version, else VERSION plus the commit the go command
+// stamped into the build info (go build in a git checkout does this unless
+// -buildvcs=false), e.g. 0.1.0+3f2a1bc or 0.1.0+3f2a1bc.dirty, as make
+// spells it. Only a build without any of these is "+unknown".
 func buildVersion() string {
 	if version != "" {
 		return version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return versionFrom(baseVersion, "", "", false)
 	}
-	return "0.0.0-dev"
+	var rev string
+	var dirty bool
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	return versionFrom(baseVersion, bi.Main.Version, rev, dirty)
+}
+
+// versionFrom is buildVersion's rule on its inputs. A module version is
+// used when it is a release (a tag: no pseudo-version's timestamp); Go
+// 1.24 and later stamp pseudo-versions such as
+// v0.0.0-20261202004204-e262ebc4f1a2+dirty, which say less than VERSION.
+func versionFrom(base, module, rev string, dirty bool) string {
+	base = strings.TrimSpace(base)
+	if v, ok := strings.CutPrefix(module, "v"); ok && !strings.Contains(v, "-0.") && !strings.Contains(v, "-") {
+		return v
+	}
+	if rev == "" {
+		return base + "+unknown"
+	}
+	if len(rev) > 7 {
+		rev = rev[:7]
+	}
+	if dirty {
+		rev += ".dirty"
+	}
+	return base + "+" + rev
 }
 
 func main() {
