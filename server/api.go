@@ -276,15 +276,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 			checks[c.name] = Check{OK: have, Detail: d}
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
-	start := time.Now()
-	ts, err := s.cfg.Discovery.List(ctx)
-	if err != nil {
-		checks["discovery"] = Check{OK: false, Detail: err.Error()}
-	} else {
-		checks["discovery"] = Check{OK: true, Detail: fmt.Sprintf("%s: %d targets in %v", discoveryName(s.cfg), len(ts), time.Since(start).Round(time.Millisecond))}
-	}
+	checks["discovery"] = s.discoveryCheck(r.Context())
 	writeHealth(w, checks)
 }
 

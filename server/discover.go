@@ -43,7 +43,9 @@ func (e *lookupError) Unwrap() error { return e.Err }
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), discoveryTimeout)
 	defer cancel()
+	start := time.Now()
 	ts, err := s.cfg.Discovery.List(ctx)
+	s.ready.note(discoveryName(s.cfg), len(ts), time.Since(start), err)
 	if err != nil {
 		s.log.Warn("discovery failed", zap.Error(err))
 		http.Error(w, "discovery failed: "+err.Error(), http.StatusBadGateway)

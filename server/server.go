@@ -70,6 +70,9 @@ type Config struct {
 	// holds its kernel memory and its netns, for at most IdleRingTTL.
 	IdleRings   int
 	IdleRingTTL time.Duration
+	// ReadyCacheAge is how long /readyz reuses a discovery result instead
+	// of listing again; 0 means DefaultReadyCacheAge.
+	ReadyCacheAge time.Duration
 }
 
 // Defaults for Config.
@@ -98,6 +101,7 @@ type Server struct {
 	metrics     *metrics
 	started     time.Time
 	pool        *capture.Pool // nil: no ring reuse
+	ready       readyCache
 }
 
 // New returns a Server.
@@ -110,6 +114,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Version == "" {
 		cfg.Version = "0.0.0-dev"
+	}
+	if cfg.ReadyCacheAge <= 0 {
+		cfg.ReadyCacheAge = DefaultReadyCacheAge
 	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
