@@ -187,15 +187,9 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		zap.String("filter", req.Filter), zap.Bool("promiscuous", !req.Chaste), zap.Int("snaplen", req.Snaplen),
 		zap.Duration("setup", time.Since(ss.start)))
 
-	hdr := pcapng.AppendSHB(nil, pcapng.SectionInfo{
-		OS:       s.cfg.OS,
-		UserAppl: Name + " " + s.cfg.Version,
-		Comment:  targetComment(req, cs.NetNS(), names, s.cfg.NodeName),
-	})
-	for _, f := range ifaces {
-		hdr = pcapng.AppendIDB(hdr, idb(f))
-	}
-	st := newStream(runCtx, req.Count)
+	desc := ifDescription(req, cs.NetNS())
+	hdr := s.header(req, cs.NetNS(), ifaces, desc)
+	st := newStream(runCtx, req.Count, desc)
 	// The header goes first through the same queue, so nothing overtakes
 	// it; the first Idle of a reader sends it.
 	st.buf = append(st.buf, hdr...)

@@ -60,8 +60,11 @@ func TestIntegrationCaptureBothDirections(t *testing.T) {
 		t.Fatalf("IDBs = %+v", s.ifaces)
 	}
 	if s.section == nil || s.section.UserAppl != "packetflix 1.2.3-test" ||
-		!strings.HasPrefix(s.section.Comment, "---\n# capture target information\n") {
+		s.section.Comment != fmt.Sprintf("---\n# capture target information\ncontainer-name: netns:%d\ncontainer-type: netns\nnode-name: testnode\n", h.a.Inode) {
 		t.Fatalf("SHB = %+v", s.section)
+	}
+	if want := fmt.Sprintf("netns %d", h.a.Inode); s.ifaces[0].Description != want {
+		t.Fatalf("if_description %q, want %q", s.ifaces[0].Description, want)
 	}
 	m := s.ours(t)
 	if len(m) != 2*n {
@@ -339,6 +342,7 @@ func checkWireshark(t *testing.T, data []byte, ifaces []string, packets int) {
 		fmt.Sprintf("Number of packets:   %d", packets),
 		"Capture application: packetflix 1.2.3-test",
 		"# capture target information",
+		"Description = netns ",
 		"Number of interfaces in file: " + fmt.Sprint(len(ifaces)),
 	} {
 		if !strings.Contains(info, want) {

@@ -155,7 +155,7 @@ func TestIntegrationResolveByName(t *testing.T) {
 		if names(s) != "lo,eth1,eth2" || len(s.ours(t)) != 10 {
 			t.Fatalf("interfaces %s, %d test packets; want node's lo,eth1,eth2 and 10", names(s), len(s.ours(t)))
 		}
-		if !strings.Contains(s.section.Comment, `container-name: "clab-lab-node1"`) {
+		if !strings.Contains(s.section.Comment, "\ncontainer-name: clab-lab-node1\ncontainer-type: docker\n") {
 			t.Fatalf("SHB comment:\n%s", s.section.Comment)
 		}
 	})
@@ -360,7 +360,10 @@ func TestIntegrationDockerNameOnly(t *testing.T) {
 	if len(s.ifaces) != 1 || s.ifaces[0].Name != "eth1" {
 		t.Fatalf("interfaces %+v", s.ifaces)
 	}
-	if !strings.Contains(s.section.Comment, fmt.Sprintf("container-name: %q", name)) {
+	if !strings.Contains(s.section.Comment, "\ncontainer-name: "+name+"\ncontainer-type: docker\n") {
 		t.Fatalf("SHB comment:\n%s", s.section.Comment)
+	}
+	if d := s.ifaces[0].Description; !strings.HasPrefix(d, "netns ") || !strings.HasSuffix(d, ", target "+name) {
+		t.Fatalf("if_description %q, want netns N, target %s", d, name)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,8 +45,52 @@ type Container struct {
 	Prefix     *string  `json:"prefix,omitempty"`
 	Type       string   `json:"type,omitempty"`
 	NodeName   string   `json:"node-name,omitempty"`
-	Cluster    string   `json:"cluster,omitempty"`
+	Cluster    *Cluster `json:"cluster,omitempty"` // nil unless the reference held a cluster object
 	Interfaces []string `json:"network-interfaces,omitempty"`
+}
+
+// Cluster is the Kubernetes cluster of a target, as csharg sends it. Only
+// UID reaches the SHB comment; Context is the client's own name for the
+// cluster and means nothing to us.
+type Cluster struct {
+	Context string `json:"context"`
+	UID     string `json:"uid,omitempty"`
+}
+
+// UnmarshalJSON decodes a Container. A cluster that is not an object (a
+// string, as we once took) is ignored, as if absent: it only feeds the SHB
+// comment, and is no reason to refuse a capture.
+func (c *Container) UnmarshalJSON(b []byte) error {
+	type plain Container // no UnmarshalJSON method: no recursion
+	var in struct {
+		*plain
+		Cluster json.RawMessage `json:"cluster"` // shadows plain's
+	}
+	in.plain = (*plain)(c)
+	if err := json.Unmarshal(b, &in); err != nil {
+		// Name Container, not the decoding struct, in errors.
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			te.Field = strings.TrimPrefix(te.Field, "plain.")
+			if te.Field == "" {
+				te.Type = reflect.TypeFor[Container]()
+			}
+		}
+		return err
+	}
+	c.Cluster = nil
+	if len(in.Cluster) > 0 && in.Cluster[0] == '{' {
+		var cl Cluster
+		if err := json.Unmarshal(in.Cluster, &cl); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				te.Field = strings.TrimSuffix("cluster."+te.Field, ".")
+			}
+			return err
+		}
+		c.Cluster = &cl
+	}
+	return nil
 }
 
 // captureRequest is a parsed /capture request.

@@ -123,12 +123,15 @@ func Test_closeFor(t *testing.T) {
 
 // FuzzParseCaptureRequest: no query or header reaches a panic, every
 // refusal is a request error with a reason that fits a close frame, and an
-// accepted request is within limits.
+// accepted request is within limits and gives an SHB comment that csharg
+// removes whole.
 func FuzzParseCaptureRequest(f *testing.F) {
 	f.Add("netns=4026532000&nif=eth0/eth1&filter=udp&chaste=&snaplen=96", "", "", "")
 	f.Add("container=%7B%22netns%22%3A4026532000%7D", `{"netns":1,"name":"x","prefix":""}`, "eth0", "tcp")
 	f.Add("netns=../../etc/passwd", `{"netns":-1}`, "//", "")
 	f.Add("", `{"network-interfaces":[1]}`, "all", "x")
+	f.Add("", `{"name":"w","type":"pod","cluster":{"context":"kind","uid":"u1"}}`, "", "")
+	f.Add("", `{"netns":4026532000,"cluster":"c1"}`, "eth0", "")
 	f.Fuzz(func(t *testing.T, query, container, nif, filter string) {
 		r := httptest.NewRequest("GET", "/capture", nil)
 		r.URL.RawQuery = query
@@ -161,6 +164,11 @@ func FuzzParseCaptureRequest(f *testing.F) {
 			if n == "" || len(n) > maxIfNameLen || strings.ContainsAny(n, "/: \t\n") {
 				t.Fatalf("accepted interface name %q", n)
 			}
+		}
+		// Whatever the names and the filter, csharg's editor removes
+		// all of our SHB comment.
+		if c := targetComment(req, 4026532000, "node"); cshargEdit(c, "") != "" {
+			t.Fatalf("csharg leaves part of our SHB comment:\n%s", c)
 		}
 	})
 }

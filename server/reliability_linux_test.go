@@ -472,6 +472,11 @@ func TestIntegrationInterfaceJoins(t *testing.T) {
 	if len(s.ifaces) != 2 || s.ifaces[1].Name != "eth3" {
 		t.Fatalf("interfaces %+v", s.ifaces)
 	}
+	for _, f := range s.ifaces {
+		if want := fmt.Sprintf("netns %d", a.Inode); f.Description != want {
+			t.Fatalf("%s: if_description %q, want %q (joined interfaces too)", f.Name, f.Description, want)
+		}
+	}
 	for _, p := range s.ours(t) {
 		if p.InterfaceID != 1 {
 			t.Fatalf("packet on interface %d, want eth3", p.InterfaceID)

@@ -245,20 +245,18 @@ func TestIntegrationContainerReference(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := fmt.Sprintf(`{"netns":%d,"pid":%d,"starttime":%d,"name":"tenant","type":"proc","network-interfaces":["eth0"],"node-name":"n7","cluster":"c1"}`, h.a.Inode, pid, st)
+	ref := fmt.Sprintf(`{"netns":%d,"pid":%d,"starttime":%d,"name":"tenant","type":"proc","network-interfaces":["eth0"],"node-name":"n7","cluster":{"context":"kind-kind","uid":"c1"}}`, h.a.Inode, pid, st)
 	cl := dial(t, ts, q("container", ref), nil)
 	cl.waitLive()
 	send(t, h.a.UDP("198.18.1.1:4000"), "198.18.1.2:4000", 'R', 5)
 	cl.waitPackets(5)
 	cl.stop()
 	s := parse(t, cl.bytes())
-	for _, want := range []string{`container-name: "tenant"`, `container-type: "proc"`, `node-name: "n7"`, `cluster: "c1"`} {
-		if !strings.Contains(s.section.Comment, want) {
-			t.Fatalf("SHB comment lacks %s:\n%s", want, s.section.Comment)
-		}
+	if want := "---\n# capture target information\ncontainer-name: tenant\ncontainer-type: proc\nnode-name: n7\ncluster:\n    uid: c1\n"; s.section.Comment != want {
+		t.Fatalf("SHB comment %q, want %q", s.section.Comment, want)
 	}
-	if len(s.ifaces) != 1 || s.ifaces[0].Name != "eth0" {
-		t.Fatalf("interfaces %+v, want the reference's eth0", s.ifaces)
+	if len(s.ifaces) != 1 || s.ifaces[0].Name != "eth0" || s.ifaces[0].Description != fmt.Sprintf("netns %d, target tenant", h.a.Inode) {
+		t.Fatalf("interfaces %+v, want the reference's eth0 described by netns and name", s.ifaces)
 	}
 
 	cmd.Process.Kill()

@@ -2,44 +2,96 @@ package server
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
+
+	"github.com/packetflix/packetflix/capture"
+	"github.com/packetflix/packetflix/pcapng"
+	"gopkg.in/yaml.v3"
 )
 
-// targetComment is the SHB comment describing the capture target, in the
-// YAML form the csharg client writes (clients.md): csharg replaces this
-// block with its own, and other clients show ours as is.
-func targetComment(req *captureRequest, netns uint64, ifaces []string, node string) string {
-	var b strings.Builder
-	b.WriteString("---\n# capture target information\n")
-	name, typ := fmt.Sprintf("netns:%d", netns), "netns"
+// header is the start of a session's stream: the SHB, whose comment is
+// targetComment, and an IDB per interface, each described by desc
+// (ifDescription; the IDBs of interfaces that join later get the same).
+func (s *Server) header(req *captureRequest, netns uint64, ifaces []capture.Interface, desc string) []byte {
+	hdr := pcapng.AppendSHB(nil, pcapng.SectionInfo{
+		OS:       s.cfg.OS,
+		UserAppl: Name + " " + s.cfg.Version,
+		Comment:  targetComment(req, netns, s.cfg.NodeName),
+	})
+	for _, f := range ifaces {
+		hdr = pcapng.AppendIDB(hdr, idb(f, desc))
+	}
+	return hdr
+}
+
+// targetMarker starts the capture target block of an SHB comment; csharg
+// finds the block by these two lines and replaces it (clients.md).
+const targetMarker = "---\n# capture target information\n"
+
+// targetInfo is the capture target block of the SHB comment. Its fields,
+// their order, tags and omitempty rules are those of the block csharg
+// writes, and yaml.v3 is what csharg marshals it with, so that a client
+// that does not rewrite the comment sees the very bytes csharg would
+// have written. Anything of ours beyond these fields goes into the IDBs
+// (ifDescription): see docs/pcapng.md.
+type targetInfo struct {
+	ContainerName string       `yaml:"container-name"`
+	ContainerType string       `yaml:"container-type"`
+	NodeName      string       `yaml:"node-name"`
+	Cluster       *clusterInfo `yaml:"cluster,omitempty"`
+	CaptureFilter string       `yaml:"capture-filter,omitempty"`
+	NoPromiscuous bool         `yaml:"no-promiscuous-mode,omitempty"`
+}
+
+type clusterInfo struct {
+	UID string `yaml:"uid,omitempty"`
+}
+
+// targetComment is the SHB comment describing the capture target: the
+// marker and the YAML of targetInfo, with no closing "---", so that the
+// block runs to the end of the comment. csharg removes a block from the
+// marker to the next "\n---" line, or to the end when there is none; with
+// a "\n---" after the block it leaves the block's tail behind (it takes the
+// end's offset from the wrong place), in every file its users save. node
+// is used when the reference names no node; netns names a target given by
+// netns alone.
+func targetComment(req *captureRequest, netns uint64, node string) string {
+	ti := targetInfo{
+		ContainerName: fmt.Sprintf("netns:%d", netns),
+		ContainerType: "netns",
+		NodeName:      node,
+		CaptureFilter: req.Filter,
+		NoPromiscuous: req.Chaste,
+	}
 	if c := req.Container; c != nil {
 		if c.Name != "" {
-			name = c.Name
+			ti.ContainerName = c.Name
 		}
 		if c.Type != "" {
-			typ = c.Type
+			ti.ContainerType = c.Type
 		}
 		if c.NodeName != "" {
-			node = c.NodeName
+			ti.NodeName = c.NodeName
+		}
+		if c.Cluster != nil {
+			ti.Cluster = &clusterInfo{UID: c.Cluster.UID}
 		}
 	}
-	kv := func(k, v string) { fmt.Fprintf(&b, "%s: %s\n", k, strconv.Quote(v)) }
-	kv("container-name", name)
-	kv("container-type", typ)
-	kv("node-name", node)
-	if c := req.Container; c != nil && c.Cluster != "" {
-		kv("cluster", c.Cluster)
+	y, err := yaml.Marshal(ti)
+	if err != nil {
+		// Strings and a bool cannot fail to marshal; should yaml.v3 ever
+		// disagree, the marker alone still tells csharg what to replace.
+		return targetMarker
 	}
-	fmt.Fprintf(&b, "netns: %d\n", netns)
-	b.WriteString("network-interfaces:\n")
-	for _, n := range ifaces {
-		fmt.Fprintf(&b, "  - %s\n", strconv.Quote(n))
+	return targetMarker + string(y)
+}
+
+// ifDescription is the if_description of every IDB of a session: the
+// netns inode, and the target's name when the request named one. These
+// were fields of our SHB block once; csharg replaces that block, but it
+// passes IDBs through untouched.
+func ifDescription(req *captureRequest, netns uint64) string {
+	if c := req.Container; c != nil && c.Name != "" {
+		return fmt.Sprintf("netns %d, target %s", netns, c.Name)
 	}
-	if req.Filter != "" {
-		kv("capture-filter", req.Filter)
-	}
-	fmt.Fprintf(&b, "no-promiscuous-mode: %t\n", req.Chaste)
-	b.WriteString("---\n")
-	return b.String()
+	return fmt.Sprintf("netns %d", netns)
 }

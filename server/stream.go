@@ -39,17 +39,21 @@ type stream struct {
 
 	limit   int64 // packets to write at most; 0: no limit
 	written int64 // guarded by mu
+
+	ifDesc string // if_description of the IDBs of interfaces that join
 }
 
 // newStream returns a stream that ends (errLimit) after limit packets, if
-// limit > 0.
-func newStream(ctx context.Context, limit int64) *stream {
+// limit > 0. ifDesc describes interfaces that join the capture, as the
+// session's first IDBs describe theirs.
+func newStream(ctx context.Context, limit int64, ifDesc string) *stream {
 	s := &stream{
-		ctx:   ctx,
-		limit: limit,
-		buf:   make([]byte, 0, messageSize),
-		queue: make(chan []byte, messageBuffers),
-		free:  make(chan []byte, messageBuffers),
+		ctx:    ctx,
+		limit:  limit,
+		ifDesc: ifDesc,
+		buf:    make([]byte, 0, messageSize),
+		queue:  make(chan []byte, messageBuffers),
+		free:   make(chan []byte, messageBuffers),
 	}
 	for i := 1; i < messageBuffers; i++ {
 		s.free <- make([]byte, 0, messageSize)
@@ -93,16 +97,17 @@ func (s *stream) WritePacket(p *capture.Packet) error {
 func (s *stream) AddInterface(id int, ifc capture.Interface) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.buf = pcapng.AppendIDB(s.buf, idb(ifc))
+	s.buf = pcapng.AppendIDB(s.buf, idb(ifc, s.ifDesc))
 	if len(s.buf) >= messageSize {
 		return s.sendLocked()
 	}
 	return nil
 }
 
-// idb describes a captured interface in pcapng.
-func idb(f capture.Interface) pcapng.Interface {
-	return pcapng.Interface{LinkType: f.LinkType, SnapLen: uint32(f.Snaplen), Name: f.Name, Filter: f.Filter}
+// idb describes a captured interface in pcapng; desc is the session's
+// ifDescription.
+func idb(f capture.Interface, desc string) pcapng.Interface {
+	return pcapng.Interface{LinkType: f.LinkType, SnapLen: uint32(f.Snaplen), Name: f.Name, Description: desc, Filter: f.Filter}
 }
 
 // direction maps sll_pkttype to the EPB flags (packet(7)).

@@ -20,7 +20,7 @@ func drain(s *stream) chan error {
 // Test_streamAllocs: the per-packet path (encode into the message buffer,
 // hand full buffers to the sender) allocates nothing.
 func Test_streamAllocs(t *testing.T) {
-	s := newStream(context.Background(), 0)
+	s := newStream(context.Background(), 0, "")
 	done := drain(s)
 	data := make([]byte, 64)
 	p := &capture.Packet{Timestamp: 1, Length: 64, Data: data, PktType: unix.PACKET_OUTGOING}
@@ -38,7 +38,7 @@ func Test_streamAllocs(t *testing.T) {
 // BenchmarkStreamWritePacket: 64-byte packets through the session sink into
 // a sender that discards (no network), one reader.
 func BenchmarkStreamWritePacket(b *testing.B) {
-	s := newStream(context.Background(), 0)
+	s := newStream(context.Background(), 0, "")
 	done := drain(s)
 	p := &capture.Packet{Timestamp: 1, Length: 64, Data: make([]byte, 64), PktType: unix.PACKET_HOST}
 	b.ReportAllocs()
