@@ -13,9 +13,10 @@ PORT ?= 5001
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 BUILD_DEPS := gcc libpcap-dev
-# docker.io and busybox-static: a real Docker engine for the discovery
-# tests (started privately by the test, host networking left alone).
-TEST_DEPS := $(BUILD_DEPS) tshark iproute2 docker.io busybox-static
+# docker.io, podman and busybox-static: real Docker, Podman and
+# containerd/CRI engines for the discovery tests (started privately by the
+# tests, host networking left alone; containerd comes with docker.io).
+TEST_DEPS := $(BUILD_DEPS) tshark iproute2 docker.io podman busybox-static
 BENCH_DEPS := $(TEST_DEPS) tcpdump curl
 
 .PHONY: all build run test lint fuzz bench bench-full deps-build deps-test deps-bench clean image

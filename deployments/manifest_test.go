@@ -461,7 +461,8 @@ func TestEngineSockets(t *testing.T) {
 	}
 
 	dockerSock := strings.TrimPrefix(discovery.DefaultDockerHost, "unix://")
-	for _, sock := range []string{dockerSock, discovery.DefaultContainerdSocket} {
+	podmanSock := strings.TrimPrefix(discovery.DefaultPodmanHost, "unix://")
+	for _, sock := range []string{dockerSock, discovery.DefaultContainerdSocket, podmanSock, discovery.DefaultCRISocket} {
 		target, ok := links[canonRun(sock)]
 		if !ok {
 			t.Errorf("the image has no link at %s (links: %v)", sock, links)

@@ -27,6 +27,7 @@ import (
 const (
 	TypeDocker     = "docker"
 	TypeContainerd = "containerd"
+	TypePodman     = "podman"
 	TypePod        = "pod"
 	TypeBindMount  = "bindmount"
 	TypeProc       = "proc"
@@ -73,7 +74,9 @@ func (t Target) MarshalJSON() ([]byte, error) {
 // Defaults of DiscoverConfig.
 const (
 	DefaultDockerHost       = "unix:///var/run/docker.sock"
+	DefaultPodmanHost       = "unix:///run/podman/podman.sock"
 	DefaultContainerdSocket = "/run/containerd/containerd.sock"
+	DefaultCRISocket        = "/var/run/crio/crio.sock"
 	DefaultEngineTimeout    = 2 * time.Second
 )
 
@@ -87,10 +90,32 @@ type DiscoverConfig struct {
 	// it; "" means DefaultDockerHost. When its unix socket does not exist or
 	// refuses connections, Docker is skipped with a debug log.
 	DockerHost string
+	// PodmanHost is the address of rootful Podman's Docker-compatible API
+	// (podman.socket, or `podman system service`), in DOCKER_HOST syntax;
+	// "" means DefaultPodmanHost. Its containers are of type podman. An
+	// absent socket is skipped like Docker's. Where podman-docker makes
+	// DockerHost the same socket, each container is reported by both
+	// engines under one PID, and the merge keeps Docker's view.
+	PodmanHost string
 	// ContainerdSocket is the path of containerd's unix socket; "" means
 	// DefaultContainerdSocket. A socket that does not exist is skipped with
 	// a debug log.
 	ContainerdSocket string
+	// CRISockets are the unix sockets of CRI runtimes (CRI-O, or any other
+	// that serves runtime.v1.RuntimeService), asked through the CRI API for
+	// their ready pods and running containers; nil means DefaultCRISocket
+	// only, and an empty non-nil slice asks none. A "unix://" prefix, as
+	// kubelet's --container-runtime-endpoint spells it, is accepted, and
+	// absent sockets are skipped like Docker's.
+	//
+	// containerd's CRI plugin answers on containerd's own socket, which
+	// ContainerdSocket already lists, its pods included (through the
+	// labels kubelet sets), so it is not a default here. Listing it here
+	// too costs one status call per pod and container; a pod then is
+	// reported by both engines under the same PIDs, and when it lacks
+	// kubelet's labels (a pod made with crictl), containerd alone names it
+	// "k8s.io/ID", so the CRI name "namespace/name" is the better one.
+	CRISockets []string
 	// EngineTimeout bounds each engine's part of a List; 0 means
 	// DefaultEngineTimeout. An engine that does not answer in time is
 	// skipped (with a warning) and its containers then appear as what
@@ -109,8 +134,14 @@ func (c DiscoverConfig) withDefaults() DiscoverConfig {
 	if c.DockerHost == "" {
 		c.DockerHost = DefaultDockerHost
 	}
+	if c.PodmanHost == "" {
+		c.PodmanHost = DefaultPodmanHost
+	}
 	if c.ContainerdSocket == "" {
 		c.ContainerdSocket = DefaultContainerdSocket
+	}
+	if c.CRISockets == nil {
+		c.CRISockets = []string{DefaultCRISocket}
 	}
 	if c.EngineTimeout <= 0 {
 		c.EngineTimeout = DefaultEngineTimeout
@@ -121,44 +152,40 @@ func (c DiscoverConfig) withDefaults() DiscoverConfig {
 	return c
 }
 
-// Discoverer lists the network namespaces of the host as capture targets.
-// It keeps no state between calls, holds no connection, and may be used
-// from several goroutines at once.
+// Discoverer lists the network namespaces of the host as capture targets,
+// by GhostWire's rules (its /mobyshark list; shared/reference/clients.md and
+// docs/discovery.md). It keeps no state between calls, holds no connection,
+// and may be used from several goroutines at once.
 //
 // # What is listed
 //
-// Each network namespace appears once, as the first that applies of:
+// A namespace's tenants are its top-level processes - those whose parent
+// lives in another namespace or that have no parent (PID 1) - and the init
+// process of every container in it, as the engines that answered in time
+// report them. kthreadd (PID 2) is never a tenant.
 //
-//   - a container of an engine that answered in time: Docker containers
-//     (type docker, named as Docker names them, without the leading "/"),
-//     Kubernetes pods found through the CRI labels io.kubernetes.pod.namespace
-//     and io.kubernetes.pod.name (type pod, named "namespace/pod"), and other
-//     containerd containers of every containerd namespace (type containerd,
-//     named "namespace/containerID"). Only containers with a running (or
-//     paused) task count, and PID and StartTime are those of the task's
-//     process. containerd's "moby" containers that Docker listed are left
-//     out, as they are Docker's; when Docker did not answer they appear as
-//     "moby/ID". Docker containers with the CRI labels (cri-dockerd) are
-//     pods too. Several containers sharing one namespace
-//     (docker --network container:X, the containers of a pod) give one
-//     target: the container whose process started first, which is the one
-//     the others joined (for a pod its sandbox); on a tie a pod sandbox
-//     goes before a Docker container, which goes before a containerd one.
-//   - an nsfs bind mount of the namespace in our mount namespace or PID 1's
-//     (type bindmount, named after the mount point's base name, PID and
-//     StartTime 0). Of several mounts of one namespace, one under
+//   - A namespace with no process at all, but an nsfs bind mount (in our
+//     mount namespace or PID 1's, such as /run/netns/NAME), is one target
+//     of type bindmount, named after the mount point's base name, with PID
+//     and StartTime 0. Of several mounts of one namespace, one under
 //     /run/netns wins, then the lexically first path.
-//   - processes in the namespace (type proc, named "comm(PID)" after the
-//     process that started first, the lowest PID on a tie; a process's
-//     ancestors start before it, so this is a process whose parent is in
-//     another namespace).
+//   - A namespace with processes gives one target per tenant and no
+//     bindmount target, even when it is also bind-mounted:
+//     a container's init gives the container (type docker, podman or
+//     containerd, named as its engine names it: Docker without the leading
+//     "/", containerd "namespace/containerID"); the containers of one
+//     Kubernetes pod give one target of type pod named "namespace/pod"
+//     (found through the CRI labels io.kubernetes.pod.namespace and
+//     io.kubernetes.pod.name), whose PID is the sandbox's; any other tenant
+//     gives a target of type proc named "comm(PID)". Every such target
+//     carries its tenant's PID and StartTime.
 //
-// The host's namespace (PID 1's) is always a proc target, named after PID 1,
-// e.g. "systemd(1)", even when containers with host networking or a bind
-// mount share it. Where PID 1's namespace cannot be read (an undumpable
-// init in some sandboxes), kthreadd's (PID 2) stands for the host's and the
-// target is named after the first-started process that can be read there.
-// Namespaces held only by a thread or an open fd are not listed.
+// A container reported by several engines (Docker's containers in
+// containerd's "moby" namespace, a pod's containers seen through CRI and
+// containerd) is the same init process and is listed once: as a pod, else
+// as Docker, Podman, then containerd name it. Namespaces held only by a
+// thread or an open fd are not listed. The bind mount names of a namespace
+// with tenants are not listed, but Lookup still finds the namespace by them.
 //
 // # Unique names
 //
@@ -187,6 +214,7 @@ func (d *Discoverer) List(ctx context.Context) ([]Target, error) {
 	if err != nil {
 		return nil, err
 	}
+	cands = slices.DeleteFunc(cands, func(c candidate) bool { return c.alias })
 	keep := d.fillInterfaces(cands)
 	out := make([]Target, 0, len(cands))
 	for i, c := range cands {
@@ -197,9 +225,11 @@ func (d *Discoverer) List(ctx context.Context) ([]Target, error) {
 	return out, nil
 }
 
-// Lookup returns the target List would name name with prefix prefix. A
-// name that several targets share before they are made unique (see
-// Discoverer) gives ErrAmbiguous; no such target gives netns.ErrNotFound.
+// Lookup returns the target List would name name with prefix prefix, or,
+// for the name of a bind mount of a namespace that List shows by its
+// tenants, that namespace as a bindmount target. A name that several
+// targets share before they are made unique (see Discoverer) gives
+// ErrAmbiguous; no such target gives netns.ErrNotFound.
 func (d *Discoverer) Lookup(ctx context.Context, name, prefix string) (Target, error) {
 	cands, err := d.candidates(ctx)
 	if err != nil {
@@ -220,14 +250,19 @@ func (d *Discoverer) Lookup(ctx context.Context, name, prefix string) (Target, e
 // into named targets without interfaces.
 func (d *Discoverer) candidates(ctx context.Context) ([]candidate, error) {
 	f := d.cfg.Finder
-	// The engines run on goroutines owned by this call; both honour their
+	// The engines run on goroutines owned by this call; all honour their
 	// ctx, whose deadline bounds the Wait below.
 	var (
-		wg             sync.WaitGroup
-		dockerC, ctrdC []engineContainer
+		wg                      sync.WaitGroup
+		dockerC, podmanC, ctrdC []engineContainer
+		criC                    = make([][]engineContainer, len(d.cfg.CRISockets))
 	)
 	wg.Go(func() { dockerC = d.runEngine(ctx, engineDocker, d.cfg.DockerHost, listDocker) })
+	wg.Go(func() { podmanC = d.runEngine(ctx, enginePodman, d.cfg.PodmanHost, listPodman) })
 	wg.Go(func() { ctrdC = d.runEngine(ctx, engineContainerd, d.cfg.ContainerdSocket, listContainerd) })
+	for i, sock := range d.cfg.CRISockets {
+		wg.Go(func() { criC[i] = d.runEngine(ctx, engineCRI, sock, listCRI) })
+	}
 	scan, err := scanHost(f.Proc())
 	wg.Wait()
 	if err != nil {
@@ -244,7 +279,7 @@ func (d *Discoverer) candidates(ctx context.Context) ([]candidate, error) {
 		docker[c.ID] = true
 	}
 	var containers []containerInfo
-	for _, c := range slices.Concat(dockerC, ctrdC) {
+	for _, c := range slices.Concat(append([][]engineContainer{dockerC, podmanC, ctrdC}, criC...)...) {
 		if c.Namespace == mobyNamespace && docker[c.ID] {
 			continue
 		}
@@ -258,7 +293,7 @@ func (d *Discoverer) candidates(ctx context.Context) ([]candidate, error) {
 		}
 		containers = append(containers, ci)
 	}
-	return mergeTargets(scan.host, containers, scan.mounts, scan.procs), nil
+	return mergeTargets(containers, scan.mounts, scan.procs), nil
 }
 
 // resolveContainer finds the netns and start time of c's process.
@@ -277,12 +312,11 @@ func resolveContainer(f *netns.Finder, c engineContainer) (containerInfo, error)
 
 // hostScan is what /proc says about the host.
 type hostScan struct {
-	host   uint64 // PID 1's netns; 0 if unknown
 	mounts []mountInfo
 	procs  []procInfo
 }
 
-// scanHost reads the netns, comm and start time of every process and the
+// scanHost reads the netns, parent, comm and start time of every process and the
 // nsfs bind mounts of our mount namespace and PID 1's. Processes that exit
 // meanwhile, or whose files we may not read, are left out.
 func scanHost(proc string) (hostScan, error) {
@@ -292,7 +326,6 @@ func scanHost(proc string) (hostScan, error) {
 		return s, fmt.Errorf("list processes: %w", err)
 	}
 	buf := make([]byte, 0, 512)
-	var kthreadd uint64
 	for _, p := range pids {
 		pid, _ := strconv.Atoi(p)
 		dir := filepath.Join(proc, p)
@@ -304,24 +337,12 @@ func scanHost(proc string) (hostScan, error) {
 		if err != nil {
 			continue
 		}
-		comm, st, err := parseStat(buf)
+		comm, ppid, st, err := parseStat(buf)
 		if err != nil {
 			continue
 		}
-		s.procs = append(s.procs, procInfo{PID: pid, Comm: comm, NetNS: ino, StartTime: st,
+		s.procs = append(s.procs, procInfo{PID: pid, PPID: ppid, Comm: comm, NetNS: ino, StartTime: st,
 			Path: filepath.Join(dir, "ns", "net")})
-		switch {
-		case pid == 1:
-			s.host = ino
-		case pid == 2 && comm == "kthreadd":
-			// Kernel threads live in the initial netns. Where PID 1's netns
-			// cannot be read (an init that made itself undumpable, in
-			// some sandboxes), kthreadd's tells the host's.
-			kthreadd = ino
-		}
-	}
-	if s.host == 0 {
-		s.host = kthreadd
 	}
 
 	for _, m := range netns.BindMounts(filepath.Join(proc, "self", "mountinfo")) {
@@ -364,20 +385,29 @@ func readSmall(path string, buf []byte) ([]byte, error) {
 	return buf[:n], nil
 }
 
-// parseStat returns comm (field 2) and the start time (field 22) of a
-// /proc/PID/stat line. comm is between the first '(' and the last ')': it
-// may itself hold parentheses.
-func parseStat(stat []byte) (comm string, starttime uint64, err error) {
+// parseStat returns comm (field 2), the parent's PID (field 4) and the
+// start time (field 22) of a /proc/PID/stat line. comm is between the first
+// '(' and the last ')': it may itself hold parentheses and spaces.
+func parseStat(stat []byte) (comm string, ppid int, starttime uint64, err error) {
 	i := bytes.IndexByte(stat, '(')
 	j := bytes.LastIndexByte(stat, ')')
 	if i < 0 || j < i {
-		return "", 0, fmt.Errorf("malformed stat: no (comm)")
+		return "", 0, 0, fmt.Errorf("malformed stat: no (comm)")
 	}
 	st, err := netns.ParseStartTime(stat)
 	if err != nil {
-		return "", 0, err
+		return "", 0, 0, err
 	}
-	return string(stat[i+1 : j]), st, nil
+	// After comm: " STATE PPID ...".
+	rest := bytes.Fields(stat[j+1:])
+	if len(rest) < 2 {
+		return "", 0, 0, fmt.Errorf("malformed stat: no ppid")
+	}
+	ppid, err = strconv.Atoi(string(rest[1]))
+	if err != nil || ppid < 0 {
+		return "", 0, 0, fmt.Errorf("malformed stat: ppid %q", rest[1])
+	}
+	return string(stat[i+1 : j]), ppid, st, nil
 }
 
 // maxInterfaceWorkers bounds how many namespaces are entered at once when
@@ -385,40 +415,62 @@ func parseStat(stat []byte) (comm string, starttime uint64, err error) {
 const maxInterfaceWorkers = 4
 
 // fillInterfaces sets each candidate's Interfaces and reports which
-// candidates still exist; a namespace that vanished since the scan (its
-// process exited, its mount was removed) is dropped.
+// candidates still exist. Each namespace is entered once, through the
+// first of its candidates' paths that still leads to it; a candidate whose
+// path vanished since the scan (its process exited, its mount was removed)
+// is dropped, the others of its namespace are kept.
 func (d *Discoverer) fillInterfaces(cands []candidate) []bool {
 	keep := make([]bool, len(cands))
-	var next atomic.Int64
-	work := func() {
-		for {
-			i := int(next.Add(1)) - 1
-			if i >= len(cands) {
-				return
-			}
-			ifs, err := upInterfaces(cands[i].path, cands[i].NetNS)
-			switch {
-			case err == nil:
-				keep[i] = true
-			case errors.Is(err, fs.ErrNotExist) || errors.Is(err, netns.ErrStale):
+	var groups [][]int
+	at := map[uint64]int{}
+	for i, c := range cands {
+		g, ok := at[c.NetNS]
+		if !ok {
+			g = len(groups)
+			at[c.NetNS] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	fill := func(group []int) {
+		var ifs []string
+		for k, i := range group {
+			var err error
+			ifs, err = upInterfaces(cands[i].path, cands[i].NetNS)
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, netns.ErrStale) {
 				d.log.Debug("target vanished", zap.String("name", cands[i].Name),
 					zap.Uint64("netns", cands[i].NetNS), zap.Error(err))
-			default:
+				continue
+			}
+			if err != nil {
 				// Listed all the same: capturing may still work, and a
 				// target that exists should not disappear from the list.
-				keep[i] = true
 				d.log.Debug("interfaces of target not listed", zap.String("name", cands[i].Name),
 					zap.Uint64("netns", cands[i].NetNS), zap.Error(err))
 			}
-			if ifs == nil {
-				ifs = []string{}
+			for _, j := range group[k:] {
+				keep[j] = true
+				cands[j].Interfaces = slices.Clone(ifs)
+				if cands[j].Interfaces == nil {
+					cands[j].Interfaces = []string{}
+				}
 			}
-			cands[i].Interfaces = ifs
+			return
+		}
+	}
+	var next atomic.Int64
+	work := func() {
+		for {
+			g := int(next.Add(1)) - 1
+			if g >= len(groups) {
+				return
+			}
+			fill(groups[g])
 		}
 	}
 	// The workers are owned by this call and joined before it returns.
 	var wg sync.WaitGroup
-	for range min(maxInterfaceWorkers, len(cands)) {
+	for range min(maxInterfaceWorkers, len(groups)) {
 		wg.Go(work)
 	}
 	wg.Wait()

@@ -38,8 +38,8 @@ func cont(typ, name string, pid int, st, ino uint64) containerInfo {
 
 func mnt(point string, ino uint64) mountInfo { return mountInfo{NetNS: ino, Point: point, Path: point} }
 
-func prc(pid int, comm string, st, ino uint64) procInfo {
-	return procInfo{PID: pid, Comm: comm, NetNS: ino, StartTime: st, Path: fmt.Sprintf("/proc/%d/ns/net", pid)}
+func prc(pid, ppid int, comm string, st, ino uint64) procInfo {
+	return procInfo{PID: pid, PPID: ppid, Comm: comm, NetNS: ino, StartTime: st, Path: fmt.Sprintf("/proc/%d/ns/net", pid)}
 }
 
 // want builds an expected candidate; path is /proc/PID/ns/net for targets
@@ -61,127 +61,139 @@ func renamed(c candidate, name string) candidate {
 	return c
 }
 
-// hostProcs is a host with init, kthreadd and a daemon in the host netns.
+// hostProcs is a host with init, kthreadd, a kernel thread and a daemon
+// in the host netns.
 var hostProcs = []procInfo{
-	prc(1, "systemd", 5, inoHost),
-	prc(2, "kthreadd", 5, inoHost),
-	prc(300, "sshd", 900, inoHost),
+	prc(1, 0, "systemd", 5, inoHost),
+	prc(2, 0, "kthreadd", 5, inoHost),
+	prc(3, 2, "kworker/0:0", 5, inoHost),
+	prc(300, 1, "sshd", 900, inoHost),
 }
 
 var hostTarget = want(TypeProc, "systemd(1)", inoHost, 1, 5)
+
+func withHost(ps ...procInfo) []procInfo { return append(slices.Clone(hostProcs), ps...) }
+
+func alias(point string, ino uint64) candidate {
+	name := point[strings.LastIndexByte(point, '/')+1:]
+	c := want(TypeBindMount, name, ino, 0, 0, point)
+	c.alias = true
+	return c
+}
 
 func Test_mergeTargets(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		host uint64
 		cs   []containerInfo
 		ms   []mountInfo
 		ps   []procInfo
 		want []candidate
 	}{
 		{
-			name: "host only",
-			host: inoHost, ps: hostProcs,
+			name: "host only: PID 1, not kthreadd or kernel threads",
+			ps:   hostProcs,
 			want: []candidate{hostTarget},
 		},
 		{
-			name: "host named after PID 1 even when another process started first",
-			// PID 1 of a PID namespace may start after processes that were
-			// moved into the host netns... or have a later clock tick.
-			host: inoHost, ps: []procInfo{prc(7, "early", 1, inoHost), prc(1, "init", 2, inoHost)},
-			want: []candidate{want(TypeProc, "init(1)", inoHost, 1, 2)},
-		},
-		{
-			name: "host without a readable PID 1: first started",
-			host: inoHost, ps: []procInfo{prc(300, "sshd", 900, inoHost), prc(2, "kthreadd", 24, inoHost), prc(3, "pool", 24, inoHost)},
-			want: []candidate{want(TypeProc, "kthreadd(2)", inoHost, 2, 24)},
-		},
-		{
-			name: "unknown host: no namespace is special",
-			host: 0, ps: []procInfo{prc(1, "init", 5, inoHost)},
-			cs:   []containerInfo{cont(TypeDocker, "hostnet", 50, 3, inoHost)},
-			want: []candidate{want(TypeDocker, "hostnet", inoHost, 50, 3)},
-		},
-		{
-			name: "bind mount without process",
-			host: inoHost, ps: hostProcs, ms: []mountInfo{mnt("/run/netns/blue", inoA)},
+			name: "process-less bind mount",
+			ps:   hostProcs, ms: []mountInfo{mnt("/run/netns/blue", inoA)},
 			want: []candidate{want(TypeBindMount, "blue", inoA, 0, 0, "/run/netns/blue"), hostTarget},
 		},
 		{
-			name: "bind mount with processes is listed once, as bind mount",
-			host: inoHost,
-			ps:   append(slices.Clone(hostProcs), prc(400, "sleep", 1000, inoA)),
+			name: "bind mount plus a process: the process, the mount only as an alias",
+			ps:   withHost(prc(400, 300, "sleep", 1000, inoA)),
 			ms:   []mountInfo{mnt("/run/netns/blue", inoA)},
-			want: []candidate{want(TypeBindMount, "blue", inoA, 0, 0, "/run/netns/blue"), hostTarget},
+			want: []candidate{want(TypeProc, "sleep(400)", inoA, 400, 1000), hostTarget, alias("/run/netns/blue", inoA)},
 		},
 		{
-			name: "process-only netns named after the first started, lower PID on a tie",
-			host: inoHost,
-			ps: append(slices.Clone(hostProcs),
-				prc(410, "child", 1001, inoA), prc(400, "sh", 1000, inoA),
-				// The PID counter wrapped: the lower PID started later.
-				prc(90, "late", 2000, inoB), prc(800, "first", 1500, inoB),
-				prc(601, "b", 3000, inoC), prc(600, "a", 3000, inoC)),
-			want: []candidate{
-				want(TypeProc, "a(600)", inoC, 600, 3000),
-				want(TypeProc, "first(800)", inoB, 800, 1500),
-				want(TypeProc, "sh(400)", inoA, 400, 1000),
-				hostTarget,
-			},
+			name: "two top-level processes in one netns, and a child that is not",
+			ps: withHost(
+				prc(400, 300, "sh", 1000, inoA), prc(410, 400, "child", 1001, inoA),
+				prc(500, 1, "sleep", 1100, inoA)),
+			want: []candidate{want(TypeProc, "sh(400)", inoA, 400, 1000), want(TypeProc, "sleep(500)", inoA, 500, 1100), hostTarget},
 		},
 		{
-			name: "container wins over its bind mount and processes",
-			host: inoHost,
+			name: "a child in another netns is a tenant there, its parent here",
+			ps: withHost(
+				prc(400, 300, "unshare", 1000, inoA),
+				prc(410, 400, "sleep", 1001, inoB), prc(420, 410, "sleep", 1002, inoB)),
+			want: []candidate{want(TypeProc, "sleep(410)", inoB, 410, 1001), hostTarget, want(TypeProc, "unshare(400)", inoA, 400, 1000)},
+		},
+		{
+			name: "a process whose parent is unknown (exited meanwhile) is a tenant",
+			ps:   withHost(prc(400, 399, "orphan", 1000, inoA)),
+			want: []candidate{want(TypeProc, "orphan(400)", inoA, 400, 1000), hostTarget},
+		},
+		{
+			name: "container: its init named after it, its bind mount an alias, its children nothing",
 			cs:   []containerInfo{cont(TypeDocker, "web", 500, 1200, inoA)},
 			ms:   []mountInfo{mnt("/var/run/docker/netns/1a2b3c", inoA)},
-			ps:   append(slices.Clone(hostProcs), prc(500, "nginx", 1200, inoA), prc(501, "nginx", 1201, inoA)),
-			want: []candidate{hostTarget, want(TypeDocker, "web", inoA, 500, 1200)},
+			ps:   withHost(prc(490, 1, "containerd-shim", 1199, inoHost), prc(500, 490, "nginx", 1200, inoA), prc(501, 500, "nginx", 1201, inoA)),
+			want: []candidate{hostTarget, want(TypeDocker, "web", inoA, 500, 1200), alias("/var/run/docker/netns/1a2b3c", inoA)},
 		},
 		{
-			name: "shared netns: the container started first owns it",
-			host: inoHost, ps: hostProcs,
+			name: "docker exec: a further top-level process in the container is a proc tenant",
+			cs:   []containerInfo{cont(TypeDocker, "web", 500, 1200, inoA)},
+			ps: withHost(prc(490, 1, "containerd-shim", 1199, inoHost), prc(500, 490, "nginx", 1200, inoA),
+				prc(600, 490, "sh", 1500, inoA)),
+			want: []candidate{want(TypeProc, "sh(600)", inoA, 600, 1500), hostTarget, want(TypeDocker, "web", inoA, 500, 1200)},
+		},
+		{
+			name: "shared netns (--network container:owner): each container is a tenant",
 			cs: []containerInfo{
-				cont(TypeDocker, "joiner", 600, 1300, inoA), // --network container:owner
+				cont(TypeDocker, "joiner", 600, 1300, inoA),
 				cont(TypeDocker, "owner", 500, 1200, inoA),
 			},
-			want: []candidate{want(TypeDocker, "owner", inoA, 500, 1200), hostTarget},
+			ps: withHost(prc(490, 1, "shim", 1199, inoHost), prc(500, 490, "sleep", 1200, inoA),
+				prc(590, 1, "shim", 1299, inoHost), prc(600, 590, "sleep", 1300, inoA)),
+			want: []candidate{want(TypeDocker, "joiner", inoA, 600, 1300), want(TypeDocker, "owner", inoA, 500, 1200), hostTarget},
 		},
 		{
-			name: "docker and containerd views of one container: docker",
-			host: inoHost, ps: hostProcs,
+			name: "host networking: the container is a tenant of the host netns next to PID 1",
+			cs:   []containerInfo{cont(TypeDocker, "hostnet", 500, 1200, inoHost)},
+			ms:   []mountInfo{mnt("/run/netns/host", inoHost)},
+			ps:   withHost(prc(490, 1, "shim", 1199, inoHost), prc(500, 490, "sleep", 1200, inoHost)),
+			want: []candidate{want(TypeDocker, "hostnet", inoHost, 500, 1200), hostTarget, alias("/run/netns/host", inoHost)},
+		},
+		{
+			name: "one container through several engines is listed once, by the best name",
 			cs: []containerInfo{
 				cont(TypeContainerd, "moby/0123abcd", 500, 1200, inoA),
 				cont(TypeDocker, "web", 500, 1200, inoA),
+				cont(TypeContainerd, "default/0a1b", 700, 1400, inoB),
+				cont(TypePodman, "db", 700, 1400, inoB),
 			},
-			want: []candidate{hostTarget, want(TypeDocker, "web", inoA, 500, 1200)},
+			ps:   withHost(prc(500, 1, "nginx", 1200, inoA), prc(700, 1, "postgres", 1400, inoB)),
+			want: []candidate{want(TypePodman, "db", inoB, 700, 1400), hostTarget, want(TypeDocker, "web", inoA, 500, 1200)},
 		},
 		{
-			name: "pod: one target, the sandbox's task",
-			host: inoHost, ps: hostProcs,
+			name: "pod: one target with the sandbox's process, also seen through containerd",
 			cs: func() []containerInfo {
-				app := cont(TypePod, "default/web", 710, 1400, inoA)
+				app := cont(TypePod, "default/web", 710, 1401, inoA)
 				sb := cont(TypePod, "default/web", 700, 1400, inoA)
 				sb.Sandbox = true
-				other := cont(TypeContainerd, "default/0a1b", 720, 1399, inoB)
-				return []containerInfo{app, other, sb}
+				ctrdApp := cont(TypeContainerd, "k8s.io/0a1b", 710, 1401, inoA)
+				other := cont(TypeContainerd, "default/0c1d", 720, 1399, inoB)
+				return []containerInfo{app, ctrdApp, other, sb}
 			}(),
+			ps: withHost(prc(690, 1, "shim", 1300, inoHost), prc(700, 690, "pause", 1400, inoA),
+				prc(710, 690, "web", 1401, inoA), prc(720, 1, "app", 1399, inoB)),
 			want: []candidate{
-				want(TypeContainerd, "default/0a1b", inoB, 720, 1399),
+				want(TypeContainerd, "default/0c1d", inoB, 720, 1399),
 				want(TypePod, "default/web", inoA, 700, 1400),
 				hostTarget,
 			},
 		},
 		{
-			name: "host networking and a bind mount of the host netns leave the host a proc target",
-			host: inoHost, ps: hostProcs,
-			cs:   []containerInfo{cont(TypeDocker, "hostnet", 500, 1200, inoHost)},
-			ms:   []mountInfo{mnt("/run/netns/host", inoHost)},
-			want: []candidate{hostTarget},
+			name: "container whose process the scan missed is still a tenant",
+			cs:   []containerInfo{cont(TypeDocker, "new", 800, 2000, inoC)},
+			ps:   hostProcs,
+			want: []candidate{want(TypeDocker, "new", inoC, 800, 2000), hostTarget},
 		},
 		{
-			name: "several mounts of one netns: /run/netns first, then lexically",
-			host: inoHost, ps: hostProcs,
+			name: "several mounts of one netns: /run/netns first, then lexically; the others are aliases",
+			ps:   hostProcs,
 			ms: []mountInfo{
 				mnt("/srv/a", inoA), mnt("/run/netns/zed", inoA),
 				mnt("/srv/y", inoB), mnt("/srv/x", inoB),
@@ -192,11 +204,12 @@ func Test_mergeTargets(t *testing.T) {
 				hostTarget,
 				want(TypeBindMount, "x", inoB, 0, 0, "/srv/x"),
 				want(TypeBindMount, "zed", inoA, 0, 0, "/run/netns/zed"),
+				alias("/srv/a", inoA), alias("/var/run/netns/old", inoC), alias("/srv/y", inoB),
 			},
 		},
 		{
 			name: "same mount in our and PID 1's mountinfo: ours is opened",
-			host: inoHost, ps: hostProcs,
+			ps:   hostProcs,
 			ms: []mountInfo{
 				mnt("/run/netns/blue", inoA),
 				{NetNS: inoA, Point: "/run/netns/blue", Path: "/proc/1/root/run/netns/blue"},
@@ -210,9 +223,9 @@ func Test_mergeTargets(t *testing.T) {
 		},
 		{
 			name: "shared names all get the netns",
-			host: inoHost, ps: hostProcs,
-			cs: []containerInfo{cont(TypeDocker, "blue", 500, 1200, inoB)},
-			ms: []mountInfo{mnt("/run/netns/blue", inoA), mnt("/run/docker/netns/blue", inoC)},
+			cs:   []containerInfo{cont(TypeDocker, "blue", 500, 1200, inoB)},
+			ms:   []mountInfo{mnt("/run/netns/blue", inoA), mnt("/run/docker/netns/blue", inoC)},
+			ps:   withHost(prc(500, 1, "sleep", 1200, inoB)),
 			want: []candidate{
 				renamed(want(TypeBindMount, "blue", inoA, 0, 0, "/run/netns/blue"), fmt.Sprintf("blue (netns %d)", inoA)),
 				renamed(want(TypeDocker, "blue", inoB, 500, 1200), fmt.Sprintf("blue (netns %d)", inoB)),
@@ -222,12 +235,12 @@ func Test_mergeTargets(t *testing.T) {
 		},
 		{
 			name: "a made-unique name that is taken gets a number",
-			host: inoHost, ps: hostProcs,
 			cs: []containerInfo{
 				cont(TypeDocker, "x", 500, 1200, inoA),
 				cont(TypeDocker, fmt.Sprintf("x (netns %d)", inoB), 501, 1200, inoC),
 			},
 			ms: []mountInfo{mnt("/run/netns/x", inoB)},
+			ps: hostProcs,
 			want: []candidate{
 				hostTarget,
 				renamed(want(TypeDocker, "x", inoA, 500, 1200), fmt.Sprintf("x (netns %d)", inoA)),
@@ -237,7 +250,7 @@ func Test_mergeTargets(t *testing.T) {
 		},
 		{
 			name: "entries without a netns are ignored",
-			host: inoHost, ps: append(slices.Clone(hostProcs), prc(9, "ghost", 1, 0)),
+			ps:   withHost(prc(9, 1, "ghost", 1, 0)),
 			cs:   []containerInfo{cont(TypeDocker, "gone", 500, 1, 0)},
 			ms:   []mountInfo{mnt("/run/netns/none", 0)},
 			want: []candidate{hostTarget},
@@ -251,7 +264,7 @@ func Test_mergeTargets(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			cs, ms, ps := slices.Clone(tt.cs), slices.Clone(tt.ms), slices.Clone(tt.ps)
-			got := mergeTargets(tt.host, tt.cs, tt.ms, tt.ps)
+			got := mergeTargets(tt.cs, tt.ms, tt.ps)
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("mergeTargets:\n got %s\nwant %s", dump(got), dump(tt.want))
 			}
@@ -262,11 +275,14 @@ func Test_mergeTargets(t *testing.T) {
 			slices.Reverse(cs)
 			slices.Reverse(ms)
 			slices.Reverse(ps)
-			if again := mergeTargets(tt.host, cs, ms, ps); !reflect.DeepEqual(again, got) {
+			if again := mergeTargets(cs, ms, ps); !reflect.DeepEqual(again, got) {
 				t.Errorf("mergeTargets depends on input order:\n got %s\nthen %s", dump(got), dump(again))
 			}
 			names := map[string]bool{}
 			for _, c := range got {
+				if c.alias {
+					continue
+				}
 				if names[c.Name] {
 					t.Errorf("name %q twice", c.Name)
 				}
@@ -279,17 +295,18 @@ func Test_mergeTargets(t *testing.T) {
 func dump(cs []candidate) string {
 	var b strings.Builder
 	for _, c := range cs {
-		fmt.Fprintf(&b, "\n\t{%q %s netns=%d pid=%d st=%d base=%q path=%q}", c.Name, c.Type, c.NetNS, c.PID, c.StartTime, c.base, c.path)
+		fmt.Fprintf(&b, "\n\t{%q %s netns=%d pid=%d st=%d base=%q path=%q alias=%v}", c.Name, c.Type, c.NetNS, c.PID, c.StartTime, c.base, c.path, c.alias)
 	}
 	return b.String()
 }
 
 func Test_lookupCandidate(t *testing.T) {
 	t.Parallel()
-	cs := mergeTargets(inoHost,
+	cs := mergeTargets(
 		[]containerInfo{cont(TypeDocker, "blue", 500, 1200, inoB), cont(TypeDocker, "web", 501, 1200, inoD)},
-		[]mountInfo{mnt("/run/netns/blue", inoA)},
-		append(slices.Clone(hostProcs), prc(400, "sleep", 1000, inoC)))
+		[]mountInfo{mnt("/run/netns/blue", inoA), mnt("/run/netns/lab", inoC), mnt("/run/netns/twin", inoC),
+			mnt("/srv/twin", inoD), mnt("/run/netns/web", inoC)},
+		withHost(prc(400, 1, "sleep", 1000, inoC)))
 	blueA := fmt.Sprintf("blue (netns %d)", inoA)
 	tests := []struct {
 		name, look, prefix string
@@ -304,6 +321,9 @@ func Test_lookupCandidate(t *testing.T) {
 		{name: "unknown", look: "nope", err: netns.ErrNotFound},
 		{name: "prefix differs", look: "web", prefix: "dind:", err: netns.ErrNotFound},
 		{name: "case matters", look: "Web", err: netns.ErrNotFound},
+		{name: "bind mount of a netns with tenants", look: "lab", want: "lab"},
+		{name: "a listed target wins over a bind mount name", look: "web", want: "web"},
+		{name: "bind mount name of two netns", look: "twin", err: ErrAmbiguous},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -313,7 +333,7 @@ func Test_lookupCandidate(t *testing.T) {
 				if !errors.Is(err, tt.err) {
 					t.Fatalf("lookup %q = %q, %v; want %v", tt.look, c.Name, err, tt.err)
 				}
-				if errors.Is(err, ErrAmbiguous) && !strings.Contains(err.Error(), strconvQuote(blueA)) {
+				if tt.look == "blue" && !strings.Contains(err.Error(), strconvQuote(blueA)) {
 					t.Errorf("ambiguity error %q does not name the candidates", err)
 				}
 				return
@@ -377,30 +397,32 @@ func Test_parseStat(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name, stat, comm string
+		ppid             int
 		st               uint64
 		ok               bool
 	}{
-		{name: "plain", stat: statLine(1, "systemd", 5), comm: "systemd", st: 5, ok: true},
-		{name: "parens and spaces in comm", stat: statLine(9, "a) (b c", 77), comm: "a) (b c", st: 77, ok: true},
-		{name: "empty comm", stat: statLine(9, "", 77), comm: "", st: 77, ok: true},
+		{name: "plain", stat: statLine(1, 0, "systemd", 5), comm: "systemd", st: 5, ok: true},
+		{name: "parens and spaces in comm", stat: statLine(9, 4, "a) (b c", 77), comm: "a) (b c", ppid: 4, st: 77, ok: true},
+		{name: "empty comm", stat: statLine(9, 1, "", 77), comm: "", ppid: 1, st: 77, ok: true},
 		{name: "no comm", stat: "9 S 0", ok: false},
 		{name: "short", stat: "9 (x) S 0 0", ok: false},
+		{name: "bad ppid", stat: "9 (x) S -1 " + strings.Repeat("0 ", 17) + "5 0 0", ok: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			comm, st, err := parseStat([]byte(tt.stat))
-			if (err == nil) != tt.ok || comm != tt.comm || st != tt.st {
-				t.Fatalf("parseStat(%q) = %q, %d, %v; want %q, %d, ok=%v", tt.stat, comm, st, err, tt.comm, tt.st, tt.ok)
+			comm, ppid, st, err := parseStat([]byte(tt.stat))
+			if (err == nil) != tt.ok || comm != tt.comm || ppid != tt.ppid || st != tt.st {
+				t.Fatalf("parseStat(%q) = %q, %d, %d, %v; want %q, %d, %d, ok=%v", tt.stat, comm, ppid, st, err, tt.comm, tt.ppid, tt.st, tt.ok)
 			}
 		})
 	}
 }
 
-// statLine is a /proc/PID/stat line with comm and start time set.
-func statLine(pid int, comm string, starttime uint64) string {
-	// After "(comm)": state (field 3), fields 4-21, then field 22.
-	return fmt.Sprintf("%d (%s) S %s%d 0 0\n", pid, comm, strings.Repeat("0 ", 18), starttime)
+// statLine is a /proc/PID/stat line with comm, parent and start time set.
+func statLine(pid, ppid int, comm string, starttime uint64) string {
+	// After "(comm)": state (field 3), ppid (4), fields 5-21, then field 22.
+	return fmt.Sprintf("%d (%s) S %d %s%d 0 0\n", pid, comm, ppid, strings.Repeat("0 ", 17), starttime)
 }
 
 // fakeProcTree writes a /proc with the given processes (pid -> comm,
@@ -412,7 +434,7 @@ func fakeProcTree(t *testing.T, procs map[int]procInfo, selfMountinfo, initMount
 	for pid, p := range procs {
 		d := filepath.Join(dir, fmt.Sprint(pid))
 		mustMkdirAll(t, filepath.Join(d, "ns"))
-		mustWriteFile(t, filepath.Join(d, "stat"), statLine(pid, p.Comm, p.StartTime))
+		mustWriteFile(t, filepath.Join(d, "stat"), statLine(pid, p.PPID, p.Comm, p.StartTime))
 		if p.NetNS != 0 {
 			if err := os.Symlink(fmt.Sprintf("net:[%d]", p.NetNS), filepath.Join(d, "ns", "net")); err != nil {
 				t.Fatal(err)
@@ -458,12 +480,12 @@ func TestDiscoverFakeProc(t *testing.T) {
 	procs := map[int]procInfo{
 		1:   {Comm: "init", StartTime: 10, NetNS: inoHost},
 		2:   {Comm: "kthreadd", StartTime: 10, NetNS: inoHost},
-		50:  {Comm: "sleep", StartTime: 500, NetNS: inoA},               // inside the bind-mounted netns
-		60:  {Comm: "my daemon (x)", StartTime: 600, NetNS: 4026531845}, // a netns of its own
-		61:  {Comm: "worker", StartTime: 601, NetNS: 4026531845},        // and its child
-		70:  {Comm: "gone", StartTime: 700},                             // ns link not readable
-		800: {Comm: "pause", StartTime: 800, NetNS: 4026531846},         // no engine to claim it
-		801: {Comm: "in host", StartTime: 801, NetNS: inoHost},
+		50:  {PPID: 1, Comm: "sleep", StartTime: 500, NetNS: inoA},               // inside the bind-mounted netns
+		60:  {PPID: 1, Comm: "my daemon (x)", StartTime: 600, NetNS: 4026531845}, // a netns of its own
+		61:  {PPID: 60, Comm: "worker", StartTime: 601, NetNS: 4026531845},       // and its child
+		70:  {PPID: 1, Comm: "gone", StartTime: 700},                             // ns link not readable
+		800: {PPID: 1, Comm: "pause", StartTime: 800, NetNS: 4026531846},         // no engine to claim it
+		801: {PPID: 1, Comm: "in host", StartTime: 801, NetNS: inoHost},
 	}
 
 	t.Run("same mount namespace", func(t *testing.T) {
@@ -473,16 +495,21 @@ func TestDiscoverFakeProc(t *testing.T) {
 			Finder:           &netns.Finder{ProcRoot: proc},
 			DockerHost:       "unix://" + filepath.Join(proc, "no-docker.sock"),
 			ContainerdSocket: filepath.Join(proc, "no-containerd.sock"),
+			PodmanHost:       "unix://" + filepath.Join(proc, "no-podman.sock"),
+			CRISockets:       []string{},
 		})
 		got, err := d.candidates(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
+		blue := want(TypeBindMount, "blue", inoA, 0, 0, "/run/netns/blue")
+		blue.alias = true
 		wantC := []candidate{
-			want(TypeBindMount, "blue", inoA, 0, 0, "/run/netns/blue"),
 			want(TypeProc, "init(1)", inoHost, 1, 10, filepath.Join(proc, "1", "ns", "net")),
 			want(TypeProc, "my daemon (x)(60)", 4026531845, 60, 600, filepath.Join(proc, "60", "ns", "net")),
 			want(TypeProc, "pause(800)", 4026531846, 800, 800, filepath.Join(proc, "800", "ns", "net")),
+			want(TypeProc, "sleep(50)", inoA, 50, 500, filepath.Join(proc, "50", "ns", "net")),
+			blue,
 		}
 		if !reflect.DeepEqual(got, wantC) {
 			t.Errorf("candidates:\n got %s\nwant %s", dump(got), dump(wantC))
@@ -504,30 +531,24 @@ func TestDiscoverFakeProc(t *testing.T) {
 		if !reflect.DeepEqual(s.mounts, wantM) {
 			t.Errorf("mounts = %+v\nwant %+v", s.mounts, wantM)
 		}
-		if s.host != inoHost {
-			t.Errorf("host = %d, want %d", s.host, inoHost)
-		}
 	})
 
-	t.Run("PID 1 netns unreadable: kthreadd's is the host's", func(t *testing.T) {
+	t.Run("PID 1 unreadable: its children are tenants, kthreadd and its threads are not", func(t *testing.T) {
 		t.Parallel()
 		p := map[int]procInfo{
 			1:  {Comm: "init", StartTime: 10},
 			2:  {Comm: "kthreadd", StartTime: 10, NetNS: inoHost},
-			3:  {Comm: "pool", StartTime: 10, NetNS: inoHost},
-			40: {Comm: "daemon", StartTime: 400, NetNS: inoHost},
+			3:  {PPID: 2, Comm: "pool", StartTime: 10, NetNS: inoHost},
+			40: {PPID: 1, Comm: "daemon", StartTime: 400, NetNS: inoHost},
 		}
 		proc := fakeProcTree(t, p, mi, mi, "mnt:[4026531832]")
 		s, err := scanHost(proc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.host != inoHost {
-			t.Fatalf("host = %d, want kthreadd's %d", s.host, inoHost)
-		}
-		got := mergeTargets(s.host, nil, nil, s.procs)
-		if len(got) != 1 || got[0].Name != "kthreadd(2)" {
-			t.Errorf("targets %s, want kthreadd(2) alone", dump(got))
+		got := mergeTargets(nil, nil, s.procs)
+		if len(got) != 1 || got[0].Name != "daemon(40)" {
+			t.Errorf("targets %s, want daemon(40) alone", dump(got))
 		}
 	})
 
@@ -583,6 +604,7 @@ func TestDiscoverAbsentEngines(t *testing.T) {
 			t.Parallel()
 			core, logs := observer.New(zap.DebugLevel)
 			d := NewDiscoverer(DiscoverConfig{DockerHost: tt.docker, ContainerdSocket: tt.containerd,
+				PodmanHost: tt.docker, CRISockets: []string{tt.containerd},
 				EngineTimeout: 5 * time.Second, Log: zap.New(core)})
 			start := time.Now()
 			if _, err := d.candidates(context.Background()); err != nil {
@@ -592,8 +614,8 @@ func TestDiscoverAbsentEngines(t *testing.T) {
 				t.Errorf("took %v with absent engines", took)
 			}
 			absent := logs.FilterMessage("container engine absent, skipped")
-			if absent.Len() != 2 {
-				t.Errorf("%d absent-engine logs, want 2: %v", absent.Len(), logs.All())
+			if absent.Len() != 4 {
+				t.Errorf("%d absent-engine logs, want 4 (Docker, Podman, containerd, CRI): %v", absent.Len(), logs.All())
 			}
 			for _, e := range absent.All() {
 				if e.Level != zap.DebugLevel {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,13 +25,16 @@ import (
 	"github.com/packetflix/packetflix/netns"
 )
 
-// noEngines points both engines at sockets that do not exist, so a test
-// sees only what /proc and mountinfo say, even on a host running Docker.
+// noEngines points every engine at sockets that do not exist, so a test
+// sees only what /proc and mountinfo say, even on a host running Docker,
+// Podman or a CRI runtime.
 func noEngines(t *testing.T) discovery.DiscoverConfig {
 	dir := t.TempDir()
 	return discovery.DiscoverConfig{
 		DockerHost:       "unix://" + filepath.Join(dir, "docker.sock"),
 		ContainerdSocket: filepath.Join(dir, "containerd.sock"),
+		PodmanHost:       "unix://" + filepath.Join(dir, "podman.sock"),
+		CRISockets:       []string{},
 		Log:              zaptest.NewLogger(t),
 	}
 }
@@ -65,31 +69,45 @@ func netnsOf(t *testing.T, pid int) uint64 {
 	return ino
 }
 
-// checkListing checks what must hold for any listing: unique names and
-// namespaces, lists never nil, and pid/starttime set exactly for targets
-// that have a process.
+// checkListing checks what must hold for any listing: unique names, lists
+// never nil, and pid/starttime set exactly for targets that are not bind
+// mounts.
 func checkListing(t *testing.T, ts []discovery.Target) {
 	t.Helper()
 	names := map[string]bool{}
-	inos := map[uint64]string{}
 	for _, x := range ts {
 		if names[x.Name] {
 			t.Errorf("name %q listed twice", x.Name)
 		}
 		names[x.Name] = true
-		if other, ok := inos[x.NetNS]; ok {
-			t.Errorf("netns %d listed twice: %q and %q", x.NetNS, other, x.Name)
-		}
-		inos[x.NetNS] = x.Name
 		if x.Interfaces == nil {
 			t.Errorf("%q: interfaces nil", x.Name)
 		}
 		if (x.Type == discovery.TypeBindMount) != (x.PID == 0) || (x.PID == 0) != (x.StartTime == 0) {
 			t.Errorf("%q: type %s with pid %d, starttime %d", x.Name, x.Type, x.PID, x.StartTime)
 		}
+		if x.Name == "kthreadd(2)" {
+			t.Errorf("kthreadd listed: %+v", x)
+		}
 	}
 }
 
+// procTarget is the target GhostWire lists for a tenant process.
+func procTarget(t *testing.T, pid int, ino uint64, ifs ...string) discovery.Target {
+	t.Helper()
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ifs == nil {
+		ifs = []string{}
+	}
+	return discovery.Target{Name: fmt.Sprintf("%s(%d)", strings.TrimSpace(string(comm)), pid), Type: discovery.TypeProc,
+		NetNS: ino, Interfaces: ifs, PID: pid, StartTime: startTime(t, pid)}
+}
+
+// TestIntegrationDiscoverNetnsAndProcs builds each case of GhostWire's
+// listing rules in real namespaces and asserts the exact targets of each.
 func TestIntegrationDiscoverNetnsAndProcs(t *testing.T) {
 	testns.RequireRoot(t)
 	a := testns.New(t) // bind mount, no process, a veth end up and a pair down
@@ -97,13 +115,22 @@ func TestIntegrationDiscoverNetnsAndProcs(t *testing.T) {
 	testns.Veth(t, a, "pfup0", "198.18.5.1/24", b, "pfup1", "198.18.5.2/24")
 	a.IP("link", "add", "pfdown0", "type", "veth", "peer", "name", "pfdown1")
 
-	// A bind-mounted netns with a tenant: listed as the bind mount.
+	// A bind-mounted netns with a tenant: listed by its process only.
 	cName, cIno := addNetNS(t)
 	cSleep := sleepIn(t, cName, cIno)
 	// A tenant whose bind mount is gone: only the process holds the netns.
 	dName, dIno := addNetNS(t)
 	dSleep := sleepIn(t, dName, dIno)
 	testns.Cmd(t, "ip", "netns", "del", dName)
+	// Two top-level processes in one netns.
+	eName, eIno := addNetNS(t)
+	e1, e2 := sleepIn(t, eName, eIno), sleepIn(t, eName, eIno)
+	// A process in F whose child is in G: each is a tenant of its own netns.
+	fName, fIno := addNetNS(t)
+	gName, gIno := addNetNS(t)
+	fSh := startIn(t, fName, fIno, "sh", "sh", "-c", "ip netns exec "+gName+" sleep 60; exit 0")
+	gSleep := childOf(t, fSh.Pid())
+	waitProc(t, fSh, gSleep, "sleep", gIno)
 
 	hostIno := netnsOf(t, os.Getpid())
 	d := discovery.NewDiscoverer(noEngines(t))
@@ -119,63 +146,64 @@ func TestIntegrationDiscoverNetnsAndProcs(t *testing.T) {
 		t.Errorf("threads left in other netns after List: %v", bad)
 	}
 
-	want := map[uint64]discovery.Target{
-		a.Inode: {Name: a.Name, Type: discovery.TypeBindMount, NetNS: a.Inode, Interfaces: []string{"lo", "pfup0"}},
-		b.Inode: {Name: b.Name, Type: discovery.TypeBindMount, NetNS: b.Inode, Interfaces: []string{"lo", "pfup1"}},
+	want := map[uint64][]discovery.Target{
+		a.Inode: {{Name: a.Name, Type: discovery.TypeBindMount, NetNS: a.Inode, Interfaces: []string{"lo", "pfup0"}}},
+		b.Inode: {{Name: b.Name, Type: discovery.TypeBindMount, NetNS: b.Inode, Interfaces: []string{"lo", "pfup1"}}},
 		// `ip netns add` leaves lo down; only testns.New brings it up.
-		cIno: {Name: cName, Type: discovery.TypeBindMount, NetNS: cIno, Interfaces: []string{}},
-		dIno: {Name: fmt.Sprintf("sleep(%d)", dSleep.Pid()), Type: discovery.TypeProc, NetNS: dIno,
-			Interfaces: []string{}, PID: dSleep.Pid(), StartTime: startTime(t, dSleep.Pid())},
+		cIno: {procTarget(t, cSleep.Pid(), cIno)},
+		dIno: {procTarget(t, dSleep.Pid(), dIno)},
+		eIno: {procTarget(t, e1.Pid(), eIno), procTarget(t, e2.Pid(), eIno)},
+		fIno: {procTarget(t, fSh.Pid(), fIno)},
+		gIno: {procTarget(t, gSleep, gIno)},
 	}
-	got := map[uint64]discovery.Target{}
+	got := map[uint64][]discovery.Target{}
 	var host *discovery.Target
 	for i, x := range ts {
 		if _, ok := want[x.NetNS]; ok {
-			got[x.NetNS] = x
+			got[x.NetNS] = append(got[x.NetNS], x)
 		}
-		if x.NetNS == hostIno {
+		if x.NetNS == hostIno && x.PID == 1 {
 			host = &ts[i]
-		}
-		if x.PID == cSleep.Pid() {
-			t.Errorf("the tenant of bind-mounted %s is listed on its own: %+v", cName, x)
 		}
 	}
 	for ino, w := range want {
-		if g, ok := got[ino]; !ok {
-			t.Errorf("netns %d (%s) not listed", ino, w.Name)
-		} else if !reflect.DeepEqual(g, w) {
+		// Within a netns, the listing is sorted by name, as the want lists
+		// are: sleep(PID) sorts by PID digits, so sort both alike.
+		g := got[ino]
+		sort.Slice(w, func(i, j int) bool { return w[i].Name < w[j].Name })
+		if !reflect.DeepEqual(g, w) {
 			t.Errorf("netns %d:\n got %+v\nwant %+v", ino, g, w)
 		}
 	}
 
 	// The host: PID 1's proc target where its netns can be read (not in
-	// every sandbox), else the first-started process of our netns.
-	if host == nil {
-		t.Fatalf("host netns %d not listed: %+v", hostIno, ts)
-	}
-	if host.Type != discovery.TypeProc || netnsOf(t, host.PID) != hostIno || host.StartTime != startTime(t, host.PID) {
-		t.Errorf("host target %+v", *host)
-	}
-	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", host.PID))
-	if wantName := fmt.Sprintf("%s(%d)", strings.TrimSpace(string(comm)), host.PID); host.Name != wantName {
-		t.Errorf("host target named %q, want %q", host.Name, wantName)
-	}
-	if _, err := os.Readlink("/proc/1/ns/net"); err == nil && host.PID != 1 {
-		t.Errorf("host target is %q, want PID 1's", host.Name)
-	}
-	if !contains(host.Interfaces, "lo") {
-		t.Errorf("host interfaces %q, want lo among them", host.Interfaces)
+	// every sandbox); never kthreadd (checkListing).
+	if _, err := os.Readlink("/proc/1/ns/net"); err == nil {
+		if host == nil {
+			t.Fatalf("PID 1 of host netns %d not listed: %+v", hostIno, ts)
+		}
+		if w := procTarget(t, 1, hostIno, host.Interfaces...); !reflect.DeepEqual(*host, w) {
+			t.Errorf("host target %+v, want %+v", *host, w)
+		}
+		if !contains(host.Interfaces, "lo") {
+			t.Errorf("host interfaces %q, want lo among them", host.Interfaces)
+		}
 	}
 
 	t.Run("Lookup", func(t *testing.T) {
-		for _, w := range want {
-			x, err := d.Lookup(context.Background(), w.Name, "")
-			if err != nil || !reflect.DeepEqual(x, w) {
-				t.Errorf("Lookup(%q) = %+v, %v; want %+v", w.Name, x, err, w)
+		for _, ws := range want {
+			for _, w := range ws {
+				x, err := d.Lookup(context.Background(), w.Name, "")
+				if err != nil || !reflect.DeepEqual(x, w) {
+					t.Errorf("Lookup(%q) = %+v, %v; want %+v", w.Name, x, err, w)
+				}
 			}
 		}
-		if x, err := d.Lookup(context.Background(), host.Name, ""); err != nil || x.NetNS != hostIno {
-			t.Errorf("Lookup(%q) = %+v, %v; want the host", host.Name, x, err)
+		// The bind mount name of a netns with tenants is not listed, but
+		// still names the netns.
+		wantC := discovery.Target{Name: cName, Type: discovery.TypeBindMount, NetNS: cIno, Interfaces: []string{}}
+		if x, err := d.Lookup(context.Background(), cName, ""); err != nil || !reflect.DeepEqual(x, wantC) {
+			t.Errorf("Lookup(%q) = %+v, %v; want %+v", cName, x, err, wantC)
 		}
 		for _, tt := range []struct{ name, prefix string }{{a.Name + "-nope", ""}, {a.Name, "other-engine"}} {
 			x, err := d.Lookup(context.Background(), tt.name, tt.prefix)
@@ -197,7 +225,7 @@ func TestIntegrationDiscoverNetnsAndProcs(t *testing.T) {
 				t.Errorf("netns %d listed after its last process ended: %+v", dIno, x)
 			}
 		}
-		if _, err := d.Lookup(context.Background(), want[dIno].Name, ""); !errors.Is(err, netns.ErrNotFound) {
+		if _, err := d.Lookup(context.Background(), want[dIno][0].Name, ""); !errors.Is(err, netns.ErrNotFound) {
 			t.Errorf("Lookup of the ended tenant: %v, want ErrNotFound", err)
 		}
 	})

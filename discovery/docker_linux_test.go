@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +46,8 @@ func TestIntegrationDocker(t *testing.T) {
 	dk := testns.StartDocker(t)
 	suffix := fmt.Sprintf("%d-%04x", time.Now().UnixNano()%1e6, rand.Uint32()&0xffff)
 	c := dk.Run("pftest-" + suffix)
-	// A second container in the first one's netns: listed once, as the first.
+	// A second container in the first one's netns: another tenant of it,
+	// listed under its own name as GhostWire does.
 	joiner := dk.Run("pftest-join-"+suffix, "--network", "container:"+c.Name)
 
 	// Give the container a veth from a throwaway netns of ours, so nothing
@@ -70,10 +73,13 @@ func TestIntegrationDocker(t *testing.T) {
 	if !contains(ifs, "pfc0") || contains(ifs, "pfdown0") {
 		t.Fatalf("ip shows %q up in the container; want pfc0 and not pfdown0", ifs)
 	}
-	want := discovery.Target{
+	want := []discovery.Target{{
 		Name: c.Name, Type: discovery.TypeDocker, NetNS: ino, Interfaces: ifs,
 		PID: c.PID, StartTime: startTime(t, c.PID),
-	}
+	}, {
+		Name: joiner.Name, Type: discovery.TypeDocker, NetNS: ino, Interfaces: ifs,
+		PID: joiner.PID, StartTime: startTime(t, joiner.PID),
+	}}
 	absent := filepath.Join(t.TempDir(), "absent.sock")
 
 	// only returns the targets in the container's netns, failing if a
@@ -101,15 +107,17 @@ func TestIntegrationDocker(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("List with Docker: %d targets in %v", len(ts), time.Since(start))
-		if got := only(t, ts); len(got) != 1 || !reflect.DeepEqual(got[0], want) {
+		if got := only(t, ts); !reflect.DeepEqual(got, want) {
 			t.Errorf("container's netns listed as\n%+v\nwant\n%+v", got, want)
 		}
 		if w := logs.FilterLevelExact(zap.WarnLevel); w.Len() > 0 {
 			t.Errorf("warnings: %v", w.All())
 		}
-		x, err := d.Lookup(context.Background(), c.Name, "")
-		if err != nil || !reflect.DeepEqual(x, want) {
-			t.Errorf("Lookup(%q) = %+v, %v; want %+v", c.Name, x, err, want)
+		for _, w := range want {
+			x, err := d.Lookup(context.Background(), w.Name, "")
+			if err != nil || !reflect.DeepEqual(x, w) {
+				t.Errorf("Lookup(%q) = %+v, %v; want %+v", w.Name, x, err, w)
+			}
 		}
 	})
 
@@ -125,7 +133,7 @@ func TestIntegrationDocker(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("List with Docker and containerd: %d targets in %v", len(ts), time.Since(start))
-		if got := only(t, ts); len(got) != 1 || !reflect.DeepEqual(got[0], want) {
+		if got := only(t, ts); !reflect.DeepEqual(got, want) {
 			t.Errorf("container's netns listed as\n%+v\nwant\n%+v", got, want)
 		}
 		for _, x := range ts {
@@ -153,26 +161,49 @@ func TestIntegrationDocker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w := want
-		w.Type, w.Name = discovery.TypeContainerd, "moby/"+c.ID
-		if got := only(t, ts); len(got) != 1 || !reflect.DeepEqual(got[0], w) {
+		w := slices.Clone(want)
+		w[0].Type, w[0].Name = discovery.TypeContainerd, "moby/"+c.ID
+		w[1].Type, w[1].Name = discovery.TypeContainerd, "moby/"+joiner.ID
+		slices.SortFunc(w, func(a, b discovery.Target) int { return strings.Compare(a.Name, b.Name) })
+		if got := only(t, ts); !reflect.DeepEqual(got, w) {
 			t.Errorf("container's netns listed as\n%+v\nwant\n%+v", got, w)
 		}
 	})
 
 	t.Run("no engine", func(t *testing.T) {
-		// Without engines, the container's netns is the bind mount Docker
-		// keeps of it (even with --network none), named after its sandbox
-		// ID; the joiner shares it.
+		// Without engines, the containers' init processes are plain
+		// top-level processes of the netns (their parent, the shim, lives
+		// in the host's); the bind mount Docker keeps of the netns (even
+		// with --network none, named after its sandbox ID) is not listed
+		// but still names it.
 		sandbox := dk.CLI("inspect", "-f", "{{.NetworkSettings.SandboxKey}}", c.Name)
 		d := discovery.NewDiscoverer(discovery.DiscoverConfig{DockerHost: "unix://" + absent, ContainerdSocket: absent})
 		ts, err := d.List(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		w := discovery.Target{Name: filepath.Base(sandbox), Type: discovery.TypeBindMount, NetNS: ino, Interfaces: ifs}
-		if got := only(t, ts); len(got) != 1 || !reflect.DeepEqual(got[0], w) {
+		var w []discovery.Target
+		for _, x := range want {
+			x.Type, x.Name = discovery.TypeProc, fmt.Sprintf("%s(%d)", comm(t, x.PID), x.PID)
+			w = append(w, x)
+		}
+		slices.SortFunc(w, func(a, b discovery.Target) int { return strings.Compare(a.Name, b.Name) })
+		if got := only(t, ts); !reflect.DeepEqual(got, w) {
 			t.Errorf("container's netns without engines listed as\n%+v\nwant\n%+v", got, w)
 		}
+		wm := discovery.Target{Name: filepath.Base(sandbox), Type: discovery.TypeBindMount, NetNS: ino, Interfaces: ifs}
+		if x, err := d.Lookup(context.Background(), wm.Name, ""); err != nil || !reflect.DeepEqual(x, wm) {
+			t.Errorf("Lookup(%q) = %+v, %v; want %+v", wm.Name, x, err, wm)
+		}
 	})
+}
+
+// comm is a process's command name.
+func comm(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -15,7 +15,9 @@ import (
 // Engine names, as logged.
 const (
 	engineDocker     = "docker"
+	enginePodman     = "podman"
 	engineContainerd = "containerd"
+	engineCRI        = "cri"
 )
 
 // mobyNamespace is the containerd namespace in which Docker keeps its

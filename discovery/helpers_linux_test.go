@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,9 +69,11 @@ type proc struct {
 
 func (p *proc) Pid() int { return p.cmd.Process.Pid }
 
+// stop kills the process group the test started (the process and any
+// children it forked, which hold its output pipe) and reaps the process.
 func (p *proc) stop() {
 	p.once.Do(func() {
-		p.cmd.Process.Kill()
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
 	})
 }
@@ -79,11 +83,19 @@ func (p *proc) stop() {
 // is sleep's own.
 func sleepIn(t *testing.T, name string, ino uint64) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command("ip", "netns", "exec", name, "sleep", "60"), done: make(chan struct{})}
+	return startIn(t, name, ino, "sleep", "sleep", "60")
+}
+
+// startIn runs args inside the named netns and returns once the process
+// is comm and in the netns.
+func startIn(t *testing.T, name string, ino uint64, comm string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command("ip", append([]string{"netns", "exec", name}, args...)...), done: make(chan struct{})}
 	p.cmd.Stdout = &p.out
 	p.cmd.Stderr = &p.out
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start sleep in %s: %v", name, err)
+		t.Fatalf("start %q in %s: %v", args, name, err)
 	}
 	go func() {
 		p.cmd.Wait()
@@ -91,26 +103,53 @@ func sleepIn(t *testing.T, name string, ino uint64) *proc {
 	}()
 	t.Cleanup(p.stop)
 
-	// ip enters the netns before it execs sleep, so wait for both.
-	want := fmt.Sprintf("net:[%d]", ino)
+	// ip enters the netns before it execs the command, so wait for both.
+	waitProc(t, p, p.Pid(), comm, ino)
+	return p
+}
+
+// waitProc waits until pid is comm in netns ino; p is the process the test
+// started, which must not end meanwhile.
+func waitProc(t *testing.T, p *proc, pid int, comm string, ino uint64) {
+	t.Helper()
+	want := fmt.Sprintf("%s in net:[%d]", comm, ino)
 	state := func() string {
-		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", p.Pid()))
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.Pid()))
-		return strings.TrimSpace(string(comm)) + " in " + l
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		return strings.TrimSpace(string(c)) + " in " + l
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for s := state(); s != "sleep in "+want; s = state() {
+	for s := state(); s != want; s = state() {
 		select {
 		case <-p.done:
-			t.Fatalf("ip netns exec %s sleep 60 exited early: %v: %s", name, p.cmd.ProcessState, p.out.String())
+			t.Fatalf("%q exited early: %v: %s", p.cmd.Args, p.cmd.ProcessState, p.out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pid %d is %q after 10s, want sleep in %s", p.Pid(), s, want)
+			t.Fatalf("pid %d is %q after 10s, want %s", pid, s, want)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return p
+}
+
+// childOf returns the only child of pid, waiting up to 10 s for it.
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if f := strings.Fields(string(b)); len(f) == 1 {
+			c, err := strconv.Atoi(f[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d has children %q after 10s, want one", pid, b)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // threadsOutside returns the threads of this process, the main thread

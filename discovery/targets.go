@@ -16,7 +16,7 @@ import (
 
 // engineContainer is a running container as its engine reports it.
 type engineContainer struct {
-	Type      string // TypeDocker, TypeContainerd or TypePod
+	Type      string // TypeDocker, TypePodman, TypeContainerd or TypePod (also for CRI)
 	Name      string // target name
 	ID        string // the engine's container ID
 	Namespace string // containerd namespace; "" for Docker
@@ -42,6 +42,7 @@ type mountInfo struct {
 // procInfo is one process.
 type procInfo struct {
 	PID       int
+	PPID      int // field 4 of /proc/PID/stat; 0 for PID 1 and kthreadd
 	Comm      string
 	NetNS     uint64
 	StartTime uint64
@@ -53,21 +54,30 @@ type candidate struct {
 	Target
 	base string // Name before it was made unique
 	path string // nsfs file through which the namespace is opened
+	// alias marks the name of a bind mount of a namespace that has tenants:
+	// not listed (GhostWire lists such a namespace by its tenants only), but
+	// a valid name to look the namespace up by.
+	alias bool
 }
 
-// containerRank orders containers that share a netns and started in the
-// same clock tick: a pod's sandbox owns the pod's namespace, and Docker's
-// view of a container goes before containerd's view of the same one.
+// containerRank orders the views of one container (one init process) that
+// several engines report: the pod it belongs to, then Docker's and
+// Podman's names, then containerd's "namespace/ID".
 func containerRank(c engineContainer) int {
-	switch {
-	case c.Sandbox:
-		return 0
-	case c.Type == TypeDocker:
+	switch c.Type {
+	case TypePod:
+		if c.Sandbox {
+			return 0
+		}
 		return 1
-	case c.Type == TypeContainerd:
+	case TypeDocker:
 		return 2
+	case TypePodman:
+		return 3
+	case TypeContainerd:
+		return 4
 	}
-	return 3
+	return 5
 }
 
 // mountRank prefers the names ip-netns(8) gives.
@@ -86,37 +96,96 @@ func viaInit(m mountInfo) int {
 	return 0
 }
 
-// mergeTargets applies the rules documented on Discoverer: one target per
-// namespace, containers before bind mounts before processes, the host's
-// namespace (host, PID 1's; 0 if unknown) always as PID 1's proc target.
-// The result is sorted by name, with names unique. The inputs are not
-// modified.
-func mergeTargets(host uint64, cs []containerInfo, ms []mountInfo, ps []procInfo) []candidate {
-	var out []candidate
-	taken := map[uint64]bool{}
-	if host != 0 {
-		// Reserved for PID 1 below, whatever else shares it.
-		taken[host] = true
-	}
+// isKthreadd tells the kernel's thread spawner, which GhostWire never lists:
+// it lives in the initial netns and has no parent, so it would otherwise
+// be a tenant of the host's namespace next to PID 1.
+func isKthreadd(p procInfo) bool { return p.PID == 2 && p.PPID == 0 }
 
-	cs = slices.Clone(cs)
-	slices.SortFunc(cs, func(a, b containerInfo) int {
-		return cmp.Or(
-			cmp.Compare(a.StartTime, b.StartTime),
-			cmp.Compare(containerRank(a.engineContainer), containerRank(b.engineContainer)),
-			cmp.Compare(a.PID, b.PID),
-			strings.Compare(a.Name, b.Name),
-		)
-	})
+// mergeTargets applies the rules documented on Discoverer: a namespace with
+// tenants (top-level processes and container init processes) gives one
+// target per tenant, named after its container, its pod or itself; one
+// without gives a bindmount target per namespace. The result is sorted by
+// name, with names unique among the listed candidates; aliases (bind mount
+// names of namespaces with tenants) follow the listed ones. The inputs are
+// not modified.
+func mergeTargets(cs []containerInfo, ms []mountInfo, ps []procInfo) []candidate {
+	// One container per init process: the best-ranked view of it.
+	byPID := map[int]containerInfo{}
 	for _, c := range cs {
-		if c.NetNS == 0 || taken[c.NetNS] {
+		if c.NetNS == 0 || c.PID <= 0 {
 			continue
 		}
-		taken[c.NetNS] = true
-		out = append(out, candidate{
-			Target: Target{Name: c.Name, Type: c.Type, NetNS: c.NetNS, PID: c.PID, StartTime: c.StartTime},
-			base:   c.Name, path: c.Path,
-		})
+		if o, ok := byPID[c.PID]; ok && cmp.Or(
+			cmp.Compare(containerRank(o.engineContainer), containerRank(c.engineContainer)),
+			strings.Compare(o.Name, c.Name)) <= 0 {
+			continue
+		}
+		byPID[c.PID] = c
+	}
+
+	// Tenants: processes whose parent is in another namespace (or which
+	// have none, or whose parent could not be read), and container inits.
+	procs := make(map[int]procInfo, len(ps))
+	for _, p := range ps {
+		procs[p.PID] = p
+	}
+	type tenant struct {
+		pid       int
+		netns     uint64
+		starttime uint64
+		comm      string
+		path      string
+	}
+	var tenants []tenant
+	for _, p := range ps {
+		if p.NetNS == 0 || isKthreadd(p) {
+			continue
+		}
+		parent, ok := procs[p.PPID]
+		_, isContainer := byPID[p.PID]
+		if ok && p.PPID != 0 && parent.NetNS == p.NetNS && !isContainer {
+			continue
+		}
+		tenants = append(tenants, tenant{pid: p.PID, netns: p.NetNS, starttime: p.StartTime, comm: p.Comm, path: p.Path})
+	}
+	for pid, c := range byPID {
+		if _, ok := procs[pid]; !ok {
+			// A container whose process the scan missed (started since).
+			tenants = append(tenants, tenant{pid: pid, netns: c.NetNS, starttime: c.StartTime, path: c.Path})
+		}
+	}
+	// Pods are listed once; the sandbox (the pause process that holds the
+	// pod's namespace) stands for the pod, else its first-started container.
+	slices.SortFunc(tenants, func(a, b tenant) int {
+		ra, rb := 9, 9
+		if c, ok := byPID[a.pid]; ok {
+			ra = containerRank(c.engineContainer)
+		}
+		if c, ok := byPID[b.pid]; ok {
+			rb = containerRank(c.engineContainer)
+		}
+		return cmp.Or(cmp.Compare(ra, rb), cmp.Compare(a.starttime, b.starttime), cmp.Compare(a.pid, b.pid))
+	})
+
+	var out []candidate
+	hasTenant := map[uint64]bool{}
+	pods := map[string]bool{}
+	for _, t := range tenants {
+		hasTenant[t.netns] = true
+		tg := Target{NetNS: t.netns, PID: t.pid, StartTime: t.starttime}
+		if c, ok := byPID[t.pid]; ok {
+			tg.Name, tg.Type = c.Name, c.Type
+			if c.Type == TypePod {
+				key := c.Name + "\x00" + strconv.FormatUint(t.netns, 10)
+				if pods[key] {
+					continue
+				}
+				pods[key] = true
+			}
+		} else {
+			tg.Name, tg.Type = t.comm+"("+strconv.Itoa(t.pid)+")", TypeProc
+		}
+		out = append(out, candidate{Target: tg, base: tg.Name, path: t.path})
 	}
 
 	ms = slices.Clone(ms)
@@ -130,48 +199,41 @@ func mergeTargets(host uint64, cs []containerInfo, ms []mountInfo, ps []procInfo
 			strings.Compare(a.Path, b.Path),
 		)
 	})
+	listed := map[uint64]bool{}
+	var aliases []candidate
+	seenAlias := map[string]bool{}
 	for _, m := range ms {
-		if m.NetNS == 0 || taken[m.NetNS] {
+		if m.NetNS == 0 {
 			continue
 		}
-		taken[m.NetNS] = true
 		name := m.Point[strings.LastIndexByte(m.Point, '/')+1:]
-		out = append(out, candidate{
+		c := candidate{
 			Target: Target{Name: name, Type: TypeBindMount, NetNS: m.NetNS},
 			base:   name, path: m.Path,
-		})
-	}
-
-	// The leader of a netns is the process that started first, the lower
-	// PID on a tie; in the host's netns it is PID 1.
-	better := func(p, l procInfo) bool {
-		if p.NetNS == host && (p.PID == 1 || l.PID == 1) {
-			return p.PID == 1
 		}
-		return cmp.Or(cmp.Compare(p.StartTime, l.StartTime), cmp.Compare(p.PID, l.PID)) < 0
-	}
-	lead := map[uint64]procInfo{}
-	for _, p := range ps {
-		if p.NetNS == 0 || (taken[p.NetNS] && p.NetNS != host) {
+		key := name + "\x00" + strconv.FormatUint(m.NetNS, 10)
+		if !hasTenant[m.NetNS] && !listed[m.NetNS] {
+			listed[m.NetNS] = true
+			seenAlias[key] = true
+			out = append(out, c)
 			continue
 		}
-		if l, ok := lead[p.NetNS]; !ok || better(p, l) {
-			lead[p.NetNS] = p
+		// Every other mount name of a namespace still finds it.
+		if !seenAlias[key] {
+			seenAlias[key] = true
+			c.alias = true
+			aliases = append(aliases, c)
 		}
-	}
-	for _, p := range lead {
-		name := p.Comm + "(" + strconv.Itoa(p.PID) + ")"
-		out = append(out, candidate{
-			Target: Target{Name: name, Type: TypeProc, NetNS: p.NetNS, PID: p.PID, StartTime: p.StartTime},
-			base:   name, path: p.Path,
-		})
 	}
 
 	uniqueNames(out)
 	slices.SortFunc(out, func(a, b candidate) int {
 		return cmp.Or(strings.Compare(a.Name, b.Name), cmp.Compare(a.NetNS, b.NetNS))
 	})
-	return out
+	slices.SortFunc(aliases, func(a, b candidate) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), cmp.Compare(a.NetNS, b.NetNS))
+	})
+	return append(out, aliases...)
 }
 
 // uniqueNames gives every candidate whose base name another one shares the
@@ -207,21 +269,29 @@ func uniqueNames(cs []candidate) {
 	}
 }
 
-// lookupCandidate finds the candidate named name with prefix prefix. A name
-// that several candidates had before uniqueNames is ambiguous; the error
-// lists their unique names, so the user can pick one.
+// lookupCandidate finds the candidate named name with prefix prefix: a
+// listed target by its (unique) name, else by the name it had before it
+// was made unique, else a namespace by one of its bind mount names. A name
+// that several targets, or the mounts of several namespaces, share is
+// ambiguous; the error lists the choices, so the user can pick one.
 func lookupCandidate(cs []candidate, name, prefix string) (candidate, error) {
-	var same []candidate
+	var same, mounts []candidate
 	for _, c := range cs {
 		if c.Prefix != prefix {
 			continue
 		}
-		if c.Name == name {
+		if c.Name == name && !c.alias {
 			return c, nil
 		}
-		if c.base == name {
+		switch {
+		case c.alias && c.Name == name:
+			mounts = append(mounts, c)
+		case !c.alias && c.base == name:
 			same = append(same, c)
 		}
+	}
+	if len(same) == 0 {
+		same = mounts
 	}
 	switch len(same) {
 	case 0:
@@ -231,7 +301,11 @@ func lookupCandidate(cs []candidate, name, prefix string) (candidate, error) {
 	}
 	names := make([]string, len(same))
 	for i, c := range same {
-		names[i] = strconv.Quote(c.Name)
+		if c.alias {
+			names[i] = fmt.Sprintf("the bind mount %q of netns %d", c.Name, c.NetNS)
+		} else {
+			names[i] = strconv.Quote(c.Name)
+		}
 	}
 	return candidate{}, fmt.Errorf("%w: %q is %s", ErrAmbiguous, name, strings.Join(names, " or "))
 }

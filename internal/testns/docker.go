@@ -324,7 +324,9 @@ func (d *Docker) Run(name string, flags ...string) Container {
 			d.t.Errorf("cleanup: docker rm -f %s: %v: %s", name, err, out)
 		}
 	})
-	id := d.CLI(args...)
+	d.CLI(args...)
+	// docker run's output may hold warnings besides the ID; inspect does not.
+	id := d.CLI("inspect", "-f", "{{.Id}}", name)
 	pid, err := strconv.Atoi(d.CLI("inspect", "-f", "{{.State.Pid}}", name))
 	if err != nil || pid <= 0 {
 		d.t.Fatalf("container %s: pid %d, %v", name, pid, err)
