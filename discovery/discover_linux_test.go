@@ -116,21 +116,21 @@ func TestIntegrationDiscoverNetnsAndProcs(t *testing.T) {
 	a.IP("link", "add", "pfdown0", "type", "veth", "peer", "name", "pfdown1")
 
 	// A bind-mounted netns with a tenant: listed by its process only.
-	cName, cIno := addNetNS(t)
-	cSleep := sleepIn(t, cName, cIno)
+	cName, cIno := testns.AddNetNS(t)
+	cSleep := testns.SleepIn(t, cName, cIno)
 	// A tenant whose bind mount is gone: only the process holds the netns.
-	dName, dIno := addNetNS(t)
-	dSleep := sleepIn(t, dName, dIno)
+	dName, dIno := testns.AddNetNS(t)
+	dSleep := testns.SleepIn(t, dName, dIno)
 	testns.Cmd(t, "ip", "netns", "del", dName)
 	// Two top-level processes in one netns.
-	eName, eIno := addNetNS(t)
-	e1, e2 := sleepIn(t, eName, eIno), sleepIn(t, eName, eIno)
+	eName, eIno := testns.AddNetNS(t)
+	e1, e2 := testns.SleepIn(t, eName, eIno), testns.SleepIn(t, eName, eIno)
 	// A process in F whose child is in G: each is a tenant of its own netns.
-	fName, fIno := addNetNS(t)
-	gName, gIno := addNetNS(t)
-	fSh := startIn(t, fName, fIno, "sh", "sh", "-c", "ip netns exec "+gName+" sleep 60; exit 0")
-	gSleep := childOf(t, fSh.Pid())
-	waitProc(t, fSh, gSleep, "sleep", gIno)
+	fName, fIno := testns.AddNetNS(t)
+	gName, gIno := testns.AddNetNS(t)
+	fSh := testns.StartIn(t, fName, fIno, "sh", "sh", "-c", "ip netns exec "+gName+" sleep 60; exit 0")
+	gSleep := testns.ChildOf(t, fSh.Pid())
+	testns.WaitProc(t, fSh, gSleep, "sleep", gIno)
 
 	hostIno := netnsOf(t, os.Getpid())
 	d := discovery.NewDiscoverer(noEngines(t))
@@ -142,7 +142,7 @@ func TestIntegrationDiscoverNetnsAndProcs(t *testing.T) {
 	}
 	t.Logf("List: %d targets in %v", len(ts), took)
 	checkListing(t, ts)
-	if bad := threadsOutside(t); len(bad) > 0 {
+	if bad := testns.ThreadsOutside(t); len(bad) > 0 {
 		t.Errorf("threads left in other netns after List: %v", bad)
 	}
 
@@ -215,7 +215,7 @@ func TestIntegrationDiscoverNetnsAndProcs(t *testing.T) {
 
 	t.Run("gone tenant", func(t *testing.T) {
 		// Once the only process leaves, the netns is gone from the list.
-		dSleep.stop()
+		dSleep.Stop()
 		ts, err := d.List(context.Background())
 		if err != nil {
 			t.Fatal(err)

@@ -19,7 +19,7 @@ import (
 // nothing the earlier ones did left a thread in a foreign netns.
 func TestIntegrationDo(t *testing.T) {
 	testns.RequireRoot(t)
-	homeNS := home(t)
+	homeNS := testns.Home(t)
 
 	t.Run("enters target and leaves caller alone", func(t *testing.T) {
 		ns := testns.New(t)
@@ -140,7 +140,7 @@ func TestIntegrationDo(t *testing.T) {
 		if self := selfNetns(t); self != homeNS {
 			t.Errorf("main thread in %s, started in %s", self, homeNS)
 		}
-		if bad := threadsOutside(t); len(bad) > 0 {
+		if bad := testns.ThreadsOutside(t); len(bad) > 0 {
 			t.Errorf("threads outside %s: %v", homeNS, bad)
 		}
 		// Threads are reused: if any were released inside a foreign netns,

@@ -71,8 +71,8 @@ func TestIntegrationOpenInode(t *testing.T) {
 	})
 
 	t.Run("held only by a process", func(t *testing.T) {
-		name, ino := addNetNS(t)
-		p := sleepIn(t, name, ino)
+		name, ino := testns.AddNetNS(t)
+		p := testns.SleepIn(t, name, ino)
 		testns.Cmd(t, "ip", "netns", "del", name)
 		if line := mountinfoLine(nil, ino); line != "" {
 			t.Fatalf("netns %d still mounted after ip netns del: %s", ino, line)
@@ -80,7 +80,7 @@ func TestIntegrationOpenInode(t *testing.T) {
 		n := checkFound(t, f, ino, fmt.Sprintf("/proc/%d/ns/net", p.Pid()))
 
 		// The fd pins the netns: it still works once the process is gone.
-		p.stop()
+		p.Stop()
 		var in string
 		if err := netns.Do(n, func() error {
 			var err error
@@ -95,7 +95,7 @@ func TestIntegrationOpenInode(t *testing.T) {
 	})
 
 	t.Run("held only by a thread", func(t *testing.T) {
-		name, ino := addNetNS(t)
+		name, ino := testns.AddNetNS(t)
 		h, err := netns.OpenPath("/run/netns/" + name)
 		if err != nil {
 			t.Fatal(err)
@@ -234,7 +234,7 @@ func TestIntegrationCheckProcess(t *testing.T) {
 	f := &netns.Finder{}
 	ns := testns.New(t)
 	n := ns.Open()
-	p := sleepIn(t, ns.Name, ns.Inode)
+	p := testns.SleepIn(t, ns.Name, ns.Inode)
 	st, err := f.StartTime(p.Pid())
 	if err != nil {
 		t.Fatalf("StartTime(%d): %v", p.Pid(), err)
@@ -292,7 +292,7 @@ func TestIntegrationCheckProcess(t *testing.T) {
 	}
 
 	t.Run("after the process exits", func(t *testing.T) {
-		p.stop()
+		p.Stop()
 		if err := f.CheckProcess(n, p.Pid(), st); !errors.Is(err, netns.ErrStale) {
 			t.Fatalf("CheckProcess(%d, %d) after exit = %v, want ErrStale", p.Pid(), st, err)
 		}

@@ -1,4 +1,4 @@
-package discovery_test
+package testns
 
 import (
 	"bytes"
@@ -8,16 +8,17 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/packetflix/packetflix/internal/testns"
 	"github.com/packetflix/packetflix/netns"
 )
 
-var seq atomic.Uint32
+// This file holds helpers for tests about processes in namespaces: bind
+// mounts the test removes itself, processes started inside a netns (whose
+// tenancy discovery lists), and a check that no thread is left in a
+// foreign netns.
 
 // homeNetns is the netns this test process started in. It is read during
 // package initialization, before any test can have left a thread, the main
@@ -25,8 +26,8 @@ var seq atomic.Uint32
 // only the main thread's current netns.
 var homeNetns, homeErr = os.Readlink("/proc/self/ns/net")
 
-// home returns homeNetns.
-func home(t testing.TB) string {
+// Home returns the netns this test process started in.
+func Home(t testing.TB) string {
 	t.Helper()
 	if homeErr != nil {
 		t.Fatalf("readlink /proc/self/ns/net at start: %v", homeErr)
@@ -34,14 +35,14 @@ func home(t testing.TB) string {
 	return homeNetns
 }
 
-// addNetNS creates /run/netns/NAME like testns.New, but its cleanup
+// AddNetNS creates /run/netns/NAME like testns.New, but its cleanup
 // tolerates the test having deleted the name already: the tests below remove
 // the bind mount to leave a netns held only by a process or thread.
-func addNetNS(t *testing.T) (name string, ino uint64) {
+func AddNetNS(t *testing.T) (name string, ino uint64) {
 	t.Helper()
-	testns.RequireRoot(t)
+	RequireRoot(t)
 	name = fmt.Sprintf("pfn%d-%d", os.Getpid(), seq.Add(1))
-	testns.Cmd(t, "ip", "netns", "add", name)
+	Cmd(t, "ip", "netns", "add", name)
 	t.Cleanup(func() {
 		if _, err := os.Lstat("/run/netns/" + name); err != nil {
 			return
@@ -58,39 +59,39 @@ func addNetNS(t *testing.T) (name string, ino uint64) {
 	return name, n.Inode()
 }
 
-// proc is a process the test started; stop kills and reaps it, and is
+// Proc is a process the test started; stop kills and reaps it, and is
 // registered with t.Cleanup, so it may also be called early.
-type proc struct {
+type Proc struct {
 	cmd  *exec.Cmd
 	out  bytes.Buffer // read only after done is closed
 	done chan struct{}
 	once sync.Once
 }
 
-func (p *proc) Pid() int { return p.cmd.Process.Pid }
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
-// stop kills the process group the test started (the process and any
+// Stop kills the process group the test started (the process and any
 // children it forked, which hold its output pipe) and reaps the process.
-func (p *proc) stop() {
+func (p *Proc) Stop() {
 	p.once.Do(func() {
 		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
 	})
 }
 
-// sleepIn starts `sleep 60` inside the named netns and returns once the
+// SleepIn starts `sleep 60` inside the named netns and returns once the
 // process is in it. `ip netns exec` execs its command in place, so the PID
 // is sleep's own.
-func sleepIn(t *testing.T, name string, ino uint64) *proc {
+func SleepIn(t *testing.T, name string, ino uint64) *Proc {
 	t.Helper()
-	return startIn(t, name, ino, "sleep", "sleep", "60")
+	return StartIn(t, name, ino, "sleep", "sleep", "60")
 }
 
-// startIn runs args inside the named netns and returns once the process
+// StartIn runs args inside the named netns and returns once the process
 // is comm and in the netns.
-func startIn(t *testing.T, name string, ino uint64, comm string, args ...string) *proc {
+func StartIn(t *testing.T, name string, ino uint64, comm string, args ...string) *Proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command("ip", append([]string{"netns", "exec", name}, args...)...), done: make(chan struct{})}
+	p := &Proc{cmd: exec.Command("ip", append([]string{"netns", "exec", name}, args...)...), done: make(chan struct{})}
 	p.cmd.Stdout = &p.out
 	p.cmd.Stderr = &p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -101,16 +102,16 @@ func startIn(t *testing.T, name string, ino uint64, comm string, args ...string)
 		p.cmd.Wait()
 		close(p.done)
 	}()
-	t.Cleanup(p.stop)
+	t.Cleanup(p.Stop)
 
 	// ip enters the netns before it execs the command, so wait for both.
-	waitProc(t, p, p.Pid(), comm, ino)
+	WaitProc(t, p, p.Pid(), comm, ino)
 	return p
 }
 
-// waitProc waits until pid is comm in netns ino; p is the process the test
+// WaitProc waits until pid is comm in netns ino; p is the process the test
 // started, which must not end meanwhile.
-func waitProc(t *testing.T, p *proc, pid int, comm string, ino uint64) {
+func WaitProc(t *testing.T, p *Proc, pid int, comm string, ino uint64) {
 	t.Helper()
 	want := fmt.Sprintf("%s in net:[%d]", comm, ino)
 	state := func() string {
@@ -132,8 +133,8 @@ func waitProc(t *testing.T, p *proc, pid int, comm string, ino uint64) {
 	}
 }
 
-// childOf returns the only child of pid, waiting up to 10 s for it.
-func childOf(t *testing.T, pid int) int {
+// ChildOf returns the only child of pid, waiting up to 10 s for it.
+func ChildOf(t *testing.T, pid int) int {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -152,11 +153,11 @@ func childOf(t *testing.T, pid int) int {
 	}
 }
 
-// threadsOutside returns the threads of this process, the main thread
+// ThreadsOutside returns the threads of this process, the main thread
 // included, whose netns is not the one the process started in.
-func threadsOutside(t testing.TB) []string {
+func ThreadsOutside(t testing.TB) []string {
 	t.Helper()
-	want := home(t)
+	want := Home(t)
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		t.Fatalf("list threads: %v", err)
