@@ -80,7 +80,7 @@ func StartCRI(t testing.TB) *CRI {
 		[]string{"containerd", "runc", "busybox-static", "util-linux"}); err != nil {
 		engineUnavailable(t, "containerd", "%v", err)
 	}
-	lockDocker(t)
+	lockFile(t, dockerLock)
 
 	dir, err := os.MkdirTemp("/tmp", "pfc")
 	if err != nil {

@@ -1,25 +1,15 @@
 package testns
 
 import (
-	"bufio"
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // This file runs a real, private Docker engine for a test, as
@@ -47,10 +37,9 @@ type Docker struct {
 	// cleanup can remove the cgroups the containers leave.
 	CgroupParent string
 
-	t     testing.TB
-	cmd   *exec.Cmd
-	done  chan struct{} // closed when dockerd has been waited for
-	image string
+	t       testing.TB
+	dockerd *daemon
+	image   string
 }
 
 // Container is a container started by Docker.Run.
@@ -62,16 +51,11 @@ type Container struct {
 
 const dockerImage = "pftest-busybox:latest"
 
-// unavailable skips a test whose engine cannot be had, except under
-// CI=true, where a skip would hide that the test never ran (the rule of
-// RequireRoot).
-func unavailable(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("docker engine unavailable, and CI=true forbids skipping: "+format, args...)
-	}
-	t.Skipf("docker engine unavailable: "+format, args...)
-}
+// dockerLock is the lock file that makes the engines of concurrent test
+// processes run one after the other. StartCRI takes it too: its containerd
+// shares containerd's fixed shim socket directory /run/containerd/s with
+// dockerd's.
+const dockerLock = "/tmp/packetflix-docker-test.lock"
 
 // StartDocker starts a private Docker engine and returns once it answers
 // /_ping. dockerd and busybox come from Debian's docker.io and
@@ -85,10 +69,11 @@ func unavailable(t testing.TB, format string, args ...any) {
 func StartDocker(t testing.TB) *Docker {
 	t.Helper()
 	RequireRoot(t)
-	if err := installDocker(t); err != nil {
-		unavailable(t, "%v", err)
+	// /bin/busybox by path: Image copies that file into the rootfs.
+	if err := aptInstall(t, []string{"dockerd", "docker", "/bin/busybox"}, []string{"docker.io", "busybox-static"}); err != nil {
+		engineUnavailable(t, "docker engine", "%v", err)
 	}
-	lockDocker(t)
+	lockFile(t, dockerLock)
 
 	dir, err := os.MkdirTemp("/tmp", "pfd")
 	if err != nil {
@@ -99,160 +84,36 @@ func StartDocker(t testing.TB) *Docker {
 		Socket:       filepath.Join(dir, "docker.sock"),
 		CgroupParent: "/" + filepath.Base(dir),
 		t:            t,
-		done:         make(chan struct{}),
 	}
 	d.Host = "unix://" + d.Socket
-	leftovers := hostLeftovers()
+	// Paths dockerd creates outside its roots.
+	before := hostPaths("/etc/docker/key.json", "/run/docker", "/run/containerd")
 
-	logf, err := os.Create(filepath.Join(dir, "dockerd.log"))
-	if err != nil {
-		os.RemoveAll(dir)
-		t.Fatalf("dockerd log: %v", err)
-	}
-	d.cmd = exec.Command("dockerd",
+	start := time.Now()
+	// --ip-forward=false: otherwise dockerd turns on the host's
+	// net.ipv4.ip_forward, which every netns created afterwards copies.
+	d.dockerd, err = startDaemon(filepath.Join(dir, "dockerd.log"), "dockerd",
 		"--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--ip-forward=false",
 		"--data-root", filepath.Join(dir, "docker"),
 		"--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "docker.pid"),
 		"-H", d.Host)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	// Its own process group: a ^C in the terminal reaches the test, whose
-	// cleanup then stops dockerd in order, not dockerd directly.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
-		logf.Close()
+	if err != nil {
 		os.RemoveAll(dir)
-		unavailable(t, "start dockerd: %v", err)
+		engineUnavailable(t, "docker engine", "start dockerd: %v", err)
 	}
-	logf.Close()
-	go func() {
-		// Owned by d: stop waits for it through d.done.
-		d.cmd.Wait()
-		close(d.done)
-	}()
-	t.Cleanup(func() { d.stop(leftovers) })
+	t.Cleanup(func() { d.stop(before) })
 
-	start := time.Now()
-	if err := d.waitPing(30 * time.Second); err != nil {
-		unavailable(t, "dockerd not ready: %v\n%s", err, d.logTail())
+	if err := d.dockerd.waitReady(30*time.Second, func() error { return pingAPI(d.Socket) }); err != nil {
+		engineUnavailable(t, "docker engine", "%v\n%s", err, d.dockerd.logTail())
 	}
-	t.Logf("dockerd %d ready in %v at %s", d.cmd.Process.Pid, time.Since(start).Round(time.Millisecond), d.Host)
+	t.Logf("dockerd %d ready in %v at %s", d.dockerd.Pid(), time.Since(start).Round(time.Millisecond), d.Host)
 
 	d.ContainerdSocket = filepath.Join(dir, "exec", "containerd", "containerd.sock")
 	if _, err := os.Stat(d.ContainerdSocket); err != nil {
 		d.ContainerdSocket = "/run/containerd/containerd.sock"
 	}
 	return d
-}
-
-// installDocker installs dockerd and busybox when missing, retrying once
-// after apt-get update: a concurrent apt-get can delete downloaded .deb
-// files mid-install, and a fresh machine may have no package lists.
-func installDocker(t testing.TB) error {
-	t.Helper()
-	_, err1 := exec.LookPath("dockerd")
-	_, err2 := os.Stat("/bin/busybox")
-	_, err3 := exec.LookPath("docker")
-	if err1 == nil && err2 == nil && err3 == nil {
-		return nil
-	}
-	install := func() error {
-		cmd := exec.Command("apt-get", "install", "-y", "-q", "docker.io", "busybox-static")
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("apt-get install docker.io busybox-static: %w: %s", err, lastLines(out, 5))
-		}
-		return nil
-	}
-	t.Log("installing docker.io busybox-static")
-	err := install()
-	if err != nil {
-		t.Logf("%v; retrying after apt-get update", err)
-		exec.Command("apt-get", "update", "-q").Run()
-		err = install()
-	}
-	return err
-}
-
-func lastLines(b []byte, n int) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// lockDocker takes the lock that makes concurrent test processes run their
-// engines one after the other; it is released at cleanup, or by the kernel
-// when the process dies.
-func lockDocker(t testing.TB) {
-	t.Helper()
-	f, err := os.OpenFile("/tmp/packetflix-docker-test.lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatalf("docker lock: %v", err)
-	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
-			f.Close()
-			t.Fatalf("docker lock: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Cleanup(func() { f.Close() }) // closing releases the flock
-}
-
-// leftovers are host paths dockerd creates outside its roots; cleanup
-// removes those that did not exist before it started.
-type leftovers map[string]bool
-
-func hostLeftovers() leftovers {
-	l := leftovers{}
-	for _, p := range []string{"/etc/docker/key.json", "/run/docker", "/run/containerd"} {
-		_, err := os.Lstat(p)
-		l[p] = err == nil
-	}
-	return l
-}
-
-// waitPing polls GET /_ping until it answers OK.
-func (d *Docker) waitPing(limit time.Duration) error {
-	c := &http.Client{
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var dl net.Dialer
-			return dl.DialContext(ctx, "unix", d.Socket)
-		}},
-		Timeout: time.Second,
-	}
-	defer c.CloseIdleConnections()
-	deadline := time.Now().Add(limit)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-d.done:
-			return fmt.Errorf("dockerd exited: %v", d.cmd.ProcessState)
-		default:
-		}
-		resp, err := c.Get("http://docker/_ping")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && string(b) == "OK" {
-				return nil
-			}
-			err = fmt.Errorf("_ping: %s %q", resp.Status, b)
-		}
-		last = err
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("no answer in %v: %v", limit, last)
-}
-
-func (d *Docker) logTail() string {
-	b, _ := os.ReadFile(filepath.Join(d.Dir, "dockerd.log"))
-	return lastLines(b, 20)
 }
 
 // cli runs the docker CLI against this engine, with a private client
@@ -283,20 +144,7 @@ func (d *Docker) Image() string {
 	if d.image != "" {
 		return d.image
 	}
-	rootfs := filepath.Join(d.Dir, "rootfs")
-	for _, sub := range []string{"bin", "proc", "sys", "dev", "etc", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(rootfs, sub), 0o755); err != nil {
-			d.t.Fatal(err)
-		}
-	}
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		d.t.Fatalf("busybox: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), bb, 0o755); err != nil {
-		d.t.Fatal(err)
-	}
-	Cmd(d.t, "chroot", rootfs, "/bin/busybox", "--install", "-s")
+	rootfs := busyboxRootfs(d.t, d.Dir)
 	tar := filepath.Join(d.Dir, "rootfs.tar")
 	Cmd(d.t, "tar", "-C", rootfs, "-cf", tar, ".")
 	d.CLI("import", "-c", `CMD ["/bin/sh"]`, tar, dockerImage)
@@ -339,13 +187,11 @@ func (d *Docker) Run(name string, flags ...string) Container {
 func (d *Docker) stop(before leftovers) {
 	t := d.t
 	if t.Failed() {
-		t.Logf("dockerd log:\n%s", d.logTail())
+		t.Logf("dockerd log:\n%s", d.dockerd.logTail())
 	}
 	// Containers first, while the engine runs: a container left to a
 	// dying engine may leave its shim and mounts behind.
-	select {
-	case <-d.done:
-	default:
+	if !d.dockerd.exited() {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		if out, err := d.cli(ctx, "ps", "-aq"); err == nil {
 			for _, id := range strings.Fields(string(out)) {
@@ -358,43 +204,20 @@ func (d *Docker) stop(before leftovers) {
 	}
 
 	ctrdPid := d.containerdPID()
-	d.cmd.Process.Signal(unix.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(15 * time.Second):
-		t.Errorf("cleanup: dockerd %d did not stop in 15 s after SIGTERM; killing it", d.cmd.Process.Pid)
-		d.cmd.Process.Kill()
-		<-d.done
-	}
+	took := d.dockerd.stop(t)
+	t.Logf("dockerd %d stopped in %v", d.dockerd.Pid(), took.Round(time.Millisecond))
 	// dockerd stops its own containerd; after a SIGKILL it cannot.
-	if ctrdPid > 0 && d.ours(ctrdPid) {
+	if ctrdPid > 0 && ofEngine(ctrdPid, d.Dir) {
 		t.Errorf("cleanup: containerd %d outlived dockerd; stopping it", ctrdPid)
 		stopPID(ctrdPid)
 	}
 	// Shims re-parent to init; with every container removed none is left.
-	for _, pid := range d.strays() {
-		t.Errorf("cleanup: process %d of this engine outlived it; killing it", pid)
-		stopPID(pid)
-	}
-
-	d.unmountAll()
-	if m := mountsUnder(d.Dir); len(m) > 0 {
-		t.Errorf("cleanup: still mounted under %s, not removing it: %q", d.Dir, m)
-	} else if err := os.RemoveAll(d.Dir); err != nil {
-		t.Errorf("cleanup: remove %s: %v", d.Dir, err)
-	}
-	d.removeCgroups()
-
+	// removeEngineDir stops any that is, then unmounts what is left under
+	// Dir and removes it.
+	removeEngineDir(t, d.Dir)
+	removeCgroupTree(t, d.CgroupParent)
 	// Paths dockerd leaves outside its roots, when it made them.
-	if !before["/etc/docker/key.json"] {
-		os.Remove("/etc/docker/key.json")
-	}
-	if !before["/run/docker"] && len(mountsUnder("/run/docker")) == 0 {
-		os.RemoveAll("/run/docker")
-	}
-	if !before["/run/containerd"] && len(mountsUnder("/run/containerd")) == 0 {
-		os.RemoveAll("/run/containerd")
-	}
+	before.removeNew(t)
 }
 
 // containerdPID reads the pid file of the containerd dockerd started.
@@ -405,141 +228,4 @@ func (d *Docker) containerdPID() int {
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return pid
-}
-
-// ours reports whether pid is alive and runs with this engine's Dir on its
-// command line: only then is it ours to stop.
-func (d *Docker) ours(pid int) bool {
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), d.Dir+"/") {
-		return false
-	}
-	return procState(pid) != 'Z'
-}
-
-// strays lists live processes whose command line names this engine's
-// Dir: its containerd and shims (containerd-shim-runc-v2 -address
-// Dir/exec/containerd/containerd.sock).
-func (d *Docker) strays() []int {
-	pids, _ := os.ReadDir("/proc")
-	var out []int
-	for _, p := range pids {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if d.ours(pid) {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// procState returns the state field of /proc/PID/stat, 0 if it is gone.
-func procState(pid int) byte {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0
-	}
-	return b[i+2]
-}
-
-// stopPID sends SIGTERM to a process that is not our child, waits up to
-// 5 s for it to go, then SIGKILLs it.
-func stopPID(pid int) {
-	unix.Kill(pid, unix.SIGTERM)
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if s := procState(pid); s == 0 || s == 'Z' {
-			return
-		}
-	}
-	unix.Kill(pid, unix.SIGKILL)
-}
-
-// unmountAll unmounts everything under Dir, deepest first, lazily where a
-// mount is busy.
-func (d *Docker) unmountAll() {
-	m := mountsUnder(d.Dir)
-	slices.SortFunc(m, func(a, b string) int { return len(b) - len(a) })
-	for _, mp := range m {
-		if err := unix.Unmount(mp, 0); err != nil {
-			if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-				d.t.Errorf("cleanup: unmount %s: %v", mp, err)
-			}
-		}
-	}
-}
-
-// mountsUnder returns the mount points at or below dir in our mount
-// namespace, each once.
-func mountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	seen := map[string]bool{}
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeOctal(fields[4])
-		if (mp == dir || strings.HasPrefix(mp, dir+"/")) && !seen[mp] {
-			seen[mp] = true
-			out = append(out, mp)
-		}
-	}
-	return out
-}
-
-// unescapeOctal undoes mountinfo's \040-style escapes.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// removeCgroups removes CgroupParent and what the containers left below it
-// in every cgroup hierarchy (v1 controllers and v2), deepest first.
-func (d *Docker) removeCgroups() {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*" + d.CgroupParent)
-	roots = append(roots, "/sys/fs/cgroup"+d.CgroupParent)
-	var once sync.Once
-	for _, root := range roots {
-		var dirs []string
-		filepath.WalkDir(root, func(p string, e os.DirEntry, err error) error {
-			if err == nil && e.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		slices.SortFunc(dirs, func(a, b string) int { return len(b) - len(a) })
-		for _, dir := range dirs {
-			// A v1 controller mounted twice (cpu and cpu,cpuacct) shows one
-			// directory under two names; the second rmdir finds it gone.
-			if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {
-				once.Do(func() { d.t.Errorf("cleanup: rmdir cgroup %s: %v", dir, err) })
-			}
-		}
-	}
 }

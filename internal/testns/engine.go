@@ -1,8 +1,13 @@
 package testns
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +22,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// This file holds what the private engines of podman.go and cri.go share:
+// This file holds what the private engines of docker.go, podman.go and
+// cri.go share:
 // installing their packages, taking turns with other test processes, a
 // daemon started as a child the test waits on, a busybox image, and the
 // teardown of what an engine leaves on the host.
@@ -66,6 +72,11 @@ func aptInstall(t testing.TB, commands, packages []string) error {
 		err = install()
 	}
 	return err
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // lockFile takes an exclusive flock on path, waiting up to 3 minutes, so
@@ -177,9 +188,43 @@ func (d *daemon) logTail() string {
 	return lastLines(b, 20)
 }
 
+// pingAPI asks the Docker-compatible API (dockerd's, Podman's) on the
+// unix socket socket for /_ping once; nil means it answered OK.
+func pingAPI(socket string) error {
+	c := &http.Client{
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", socket)
+		}},
+		Timeout: time.Second,
+	}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://engine/_ping")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(b) != "OK" {
+		return fmt.Errorf("_ping: %s %q", resp.Status, b)
+	}
+	return nil
+}
+
+// ofEngine reports whether pid is alive and runs with a path under the
+// engine's dir on its command line: only then is it ours to stop.
+func ofEngine(pid int, dir string) bool {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), dir+"/") {
+		return false
+	}
+	return procState(pid) != 'Z'
+}
+
 // straysUnder lists live processes, other than this one, whose command
-// line names a path under dir: an engine's shims and monitors (conmon,
-// containerd-shim-runc-v2), which re-parent to init.
+// line names a path under dir: an engine's containerd, shims and monitors
+// (conmon, containerd-shim-runc-v2 -address DIR/...), which re-parent to
+// init.
 func straysUnder(dir string) []int {
 	pids, _ := os.ReadDir("/proc")
 	var out []int
@@ -188,13 +233,85 @@ func straysUnder(dir string) []int {
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || !strings.Contains(string(cmdline), dir+"/") || procState(pid) == 'Z' {
-			continue
+		if ofEngine(pid, dir) {
+			out = append(out, pid)
 		}
-		out = append(out, pid)
 	}
 	return out
+}
+
+// procState returns the state field of /proc/PID/stat, 0 if it is gone. A
+// dead process that is not our child stays a zombie ('Z') until init
+// reaps it, and answers kill -0 meanwhile.
+func procState(pid int) byte {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
+}
+
+// stopPID sends SIGTERM to a process that is not our child, waits up to
+// 5 s for it to go, then SIGKILLs it.
+func stopPID(pid int) {
+	unix.Kill(pid, unix.SIGTERM)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if s := procState(pid); s == 0 || s == 'Z' {
+			return
+		}
+	}
+	unix.Kill(pid, unix.SIGKILL)
+}
+
+// mountsUnder returns the mount points at or below dir in our mount
+// namespace, each once.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	seen := map[string]bool{}
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeOctal(fields[4])
+		if (mp == dir || strings.HasPrefix(mp, dir+"/")) && !seen[mp] {
+			seen[mp] = true
+			out = append(out, mp)
+		}
+	}
+	return out
+}
+
+// unescapeOctal undoes mountinfo's \040-style escapes. netns has the same
+// (unescapeMount) but does not export it: its exported BindMounts lists
+// only nsfs mounts, not every mount under a directory.
+func unescapeOctal(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // removeEngineDir stops stray processes of the engine at dir, unmounts
@@ -252,6 +369,12 @@ func removeCgroupTree(t testing.TB, parent string) {
 		}
 	}
 }
+
+// leftovers are host paths an engine creates outside its own directory
+// (dockerd: /etc/docker/key.json, /run/docker, /run/containerd), each
+// with whether it existed before the engine started; cleanup removes
+// those that did not.
+type leftovers map[string]bool
 
 // hostPaths records which of paths exist, so that removeNew can take
 // away those an engine created outside its own directory.

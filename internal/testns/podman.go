@@ -2,10 +2,7 @@ package testns
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,7 +79,7 @@ func StartPodman(t testing.TB) *Podman {
 	if err != nil {
 		engineUnavailable(t, "podman", "start podman system service: %v", err)
 	}
-	if err := p.service.waitReady(30*time.Second, p.ping); err != nil {
+	if err := p.service.waitReady(30*time.Second, func() error { return pingAPI(p.Socket) }); err != nil {
 		engineUnavailable(t, "podman", "%v\n%s", err, p.service.logTail())
 	}
 	p.Ready = time.Since(start)
@@ -104,28 +101,6 @@ func (p *Podman) global() []string {
 		"--cgroup-manager", "cgroupfs",
 		"--events-backend", "none",
 	}
-}
-
-// ping asks the API's /_ping once.
-func (p *Podman) ping() error {
-	c := &http.Client{
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var dl net.Dialer
-			return dl.DialContext(ctx, "unix", p.Socket)
-		}},
-		Timeout: time.Second,
-	}
-	defer c.CloseIdleConnections()
-	resp, err := c.Get("http://podman/_ping")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK || string(b) != "OK" {
-		return fmt.Errorf("_ping: %s %q", resp.Status, b)
-	}
-	return nil
 }
 
 // cli runs podman with this Podman's global flags.
