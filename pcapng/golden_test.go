@@ -225,11 +225,29 @@ func runTool(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
+// streamFiles are the streams Wireshark judges: the checked-in golden
+// file, and the fixture as the writer writes it now - the golden file alone
+// would let a broken writer pass until someone regenerates it.
+func streamFiles(t *testing.T) map[string]string {
+	t.Helper()
+	fresh := filepath.Join(t.TempDir(), "fresh.pcapng")
+	if err := os.WriteFile(fresh, newFixture().appendAll(nil), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return map[string]string{"golden file": goldenPath, "fresh stream": fresh}
+}
+
 // TestGoldenTshark has Wireshark judge the golden stream: our own Reader
 // could share a misreading of the spec with our writer.
 func TestGoldenTshark(t *testing.T) {
+	for name, path := range streamFiles(t) {
+		t.Run(name, func(t *testing.T) { checkTshark(t, path) })
+	}
+}
+
+func checkTshark(t *testing.T, path string) {
 	fx := newFixture()
-	out := runTool(t, "tshark", "-r", goldenPath, "-T", "fields", "-E", "separator=|",
+	out := runTool(t, "tshark", "-r", path, "-T", "fields", "-E", "separator=|",
 		"-e", "frame.interface_name", "-e", "frame.len", "-e", "frame.cap_len",
 		"-e", "frame.packet_flags_direction", "-e", "frame.packet_flags_reception_type",
 		"-e", "frame.time_epoch")
@@ -275,8 +293,14 @@ func parseTsharkNumber(s string) string {
 }
 
 func TestGoldenCapinfos(t *testing.T) {
+	for name, path := range streamFiles(t) {
+		t.Run(name, func(t *testing.T) { checkCapinfos(t, path) })
+	}
+}
+
+func checkCapinfos(t *testing.T, path string) {
 	fx := newFixture()
-	out := runTool(t, "capinfos", "-M", goldenPath)
+	out := runTool(t, "capinfos", "-M", path)
 	field := func(label string) string {
 		for _, line := range strings.Split(out, "\n") {
 			if v, ok := strings.CutPrefix(line, label+":"); ok {
