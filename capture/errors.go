@@ -44,3 +44,9 @@ func (e *OpError) Error() string {
 }
 
 func (e *OpError) Unwrap() error { return e.Err }
+
+// ErrFilterTooComplex: compiling the capture filter exceeded its budget
+// (FilterCPUBudget, FilterMemoryBudget or FilterCompileTimeout); the
+// error's text says which. Not an ErrBadFilter: the filter is valid, but
+// the service will not spend more on it.
+var ErrFilterTooComplex = errors.New("capture filter too complex")

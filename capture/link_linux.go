@@ -14,6 +14,12 @@ const (
 	LinkTypeEthernet uint16 = 1
 	LinkTypeRaw      uint16 = 101
 	LinkTypeRadiotap uint16 = 127
+	// LinkTypeLinuxSLL2 is the Linux cooked header v2: what libpcap writes
+	// for interfaces whose hardware type it has no link type for. Each
+	// packet starts with a 20-byte header built from its sockaddr_ll
+	// (protocol, ifindex, ARPHRD type, packet type, link-layer address),
+	// followed by the network-layer packet.
+	LinkTypeLinuxSLL2 uint16 = 276
 )
 
 // link is one interface as rtnetlink reports it.
@@ -80,21 +86,33 @@ func cString(b []byte) string {
 	return string(b)
 }
 
+// linkMode says how an interface is read and labelled.
+type linkMode struct {
+	linkType   uint16 // LINKTYPE_* in the IDB
+	sockType   int    // SOCK_RAW: the frame as on the wire; SOCK_DGRAM: from the network header
+	filterType uint16 // the link type the kernel filter is compiled for
+	cooked     bool   // each packet gets a LINKTYPE_LINUX_SLL2 header
+}
+
 // linkTypeFor maps an ARPHRD type to the pcapng link type and the socket
 // type to read it with, following libpcap's map_arphrd_to_dlt. Types
-// without a link-layer header libpcap knows are read with SOCK_DGRAM, which
-// delivers the network-layer packet, and written as RAW (IPv4 or IPv6).
-func linkTypeFor(hatype uint16) (linkType uint16, sockType int) {
+// libpcap has no link type for are read, as libpcap does, with SOCK_DGRAM
+// (the kernel delivers the network-layer packet) and written with a Linux
+// cooked header (LINKTYPE_LINUX_SLL2) in front. The kernel runs the filter
+// on what the socket delivers, the network-layer packet, so it is compiled
+// for RAW; libpcap instead compiles for the cooked link type and rewrites
+// the header loads into ancillary ones.
+func linkTypeFor(hatype uint16) linkMode {
 	switch hatype {
 	case unix.ARPHRD_ETHER, unix.ARPHRD_LOOPBACK:
 		// Linux gives lo frames a zeroed 14-byte Ethernet header.
-		return LinkTypeEthernet, unix.SOCK_RAW
+		return linkMode{LinkTypeEthernet, unix.SOCK_RAW, LinkTypeEthernet, false}
 	case unix.ARPHRD_NONE, unix.ARPHRD_TUNNEL, unix.ARPHRD_SIT, unix.ARPHRD_SLIP:
 		// tun, wireguard, ipip, sit: the frame is the IP packet itself.
-		return LinkTypeRaw, unix.SOCK_RAW
+		return linkMode{LinkTypeRaw, unix.SOCK_RAW, LinkTypeRaw, false}
 	case unix.ARPHRD_IEEE80211_RADIOTAP:
-		return LinkTypeRadiotap, unix.SOCK_RAW
+		return linkMode{LinkTypeRadiotap, unix.SOCK_RAW, LinkTypeRadiotap, false}
 	default:
-		return LinkTypeRaw, unix.SOCK_DGRAM
+		return linkMode{LinkTypeLinuxSLL2, unix.SOCK_DGRAM, LinkTypeRaw, true}
 	}
 }

@@ -225,10 +225,16 @@ func (r *ring) reuse(ifindex int, prog []unix.SockFilter, promisc bool) error {
 	if e, _ := unix.GetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ERROR); e != 0 && syscall.Errno(e) != unix.ENETDOWN {
 		return fmt.Errorf("bind: %w", syscall.Errno(e))
 	}
+	// The kernel's counters were cleared by idle, with a filter that
+	// accepts nothing attached since: from the filter attached above on,
+	// what the kernel counts belongs to the new capture.
+	r.statsMu.Lock()
 	r.delivered.Store(0)
 	r.bytes.Store(0)
+	r.skipped.Store(0)
 	r.kernPackets.Store(0)
 	r.kernDrops.Store(0)
+	r.statsMu.Unlock()
 	r.stopped.Store(false)
 	r.sockErr = nil
 	return nil

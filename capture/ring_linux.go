@@ -1,9 +1,11 @@
 package capture
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -68,15 +70,28 @@ type ring struct {
 	nb   int // number of blocks
 	cur  int // next block to read
 
-	// Kernel counters; PACKET_STATISTICS resets on every read, so only the
-	// reader goroutine reads them and adds them up here (atomics, so that
-	// Stats can show them live).
-	kernPackets, kernDrops atomic.Uint64
-	delivered              atomic.Uint64
+	// Counters (see "# Counters" in doc.go). PACKET_STATISTICS resets on
+	// every read, so every read goes through readStats, under statsMu,
+	// and adds into kernPackets and kernDrops. Any goroutine may read
+	// them: the reader may be blocked in the Sink for as long as a client
+	// stalls, which is exactly when the drops happen. statsMu also keeps
+	// close from freeing the fd under a concurrent read.
+	statsMu                sync.Mutex
+	kernPackets, kernDrops atomic.Uint64 // written under statsMu
+	delivered              atomic.Uint64 // taken by the Sink
+	skipped                atomic.Uint64 // in the ring but not taken (see Stats.Skipped)
 	bytes                  atomic.Uint64
-	sockErr                error // set by the wait callback
+	sockErr                error // set by the wait callback, cleared by wait
 	stopped                atomic.Bool
-	closed                 bool // owned by the reader
+	closed                 bool // owned by the reader; set under statsMu
+
+	// cooked, for an interface of a hardware type libpcap has no link
+	// type for (read with SOCK_DGRAM), makes readBlock put a Linux cooked
+	// header (LINKTYPE_LINUX_SLL2) in front of each packet, in the ring's
+	// own headroom, and keep at most cookedSnap bytes of the packet after
+	// it, so that header plus data stay within the snaplen.
+	cooked     bool
+	cookedSnap int
 
 	tov time.Duration // the block timeout
 	// notBefore (Unix ns) makes a reused ring skip packets captured before
@@ -168,6 +183,8 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // after its loop has ended (or Open, on failure). file is never reset, so
 // that stop may still read it from another goroutine.
 func (r *ring) close() {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
 	if r.closed {
 		return
 	}
@@ -207,6 +224,10 @@ func (r *ring) ready(i int) bool {
 // wait blocks until the current block is ready, the socket reports an
 // error, stop is called (errStopped) or timeout passes (errTimeout).
 func (r *ring) wait(timeout time.Duration) error {
+	// SO_ERROR is cleared by reading it, so an error seen once must be
+	// reported once: kept from an earlier wake-up (an interface flap), it
+	// would be reported again on every wake-up after.
+	r.sockErr = nil
 	_ = r.file.SetReadDeadline(time.Now().Add(timeout))
 	if r.stopped.Load() {
 		return errStopped
@@ -258,7 +279,9 @@ func (r *ring) present(index int, name string) bool {
 
 // readBlock hands every packet of the current block to sink, returns the
 // block to the kernel and advances. p is the caller's reusable Packet, so
-// nothing is allocated per packet.
+// nothing is allocated per packet. Every packet of the block ends up
+// counted exactly once, as delivered or as skipped: the kernel counted all
+// of them in tp_packets.
 func (r *ring) readBlock(p *Packet, sink Sink) error {
 	base := r.cur * r.bs
 	h := r.blockHdr(r.cur)
@@ -269,7 +292,7 @@ func (r *ring) readBlock(p *Packet, sink Sink) error {
 	var delivered, nbytes uint64
 	for i := 0; i < n; i++ {
 		at := base + off
-		if at+sllOffset+int(unsafe.Sizeof(unix.RawSockaddrLinklayer{})) > end {
+		if at+sllOffset+sllSize > end {
 			break
 		}
 		th := (*unix.Tpacket3Hdr)(unsafe.Pointer(&r.mem[at]))
@@ -280,29 +303,37 @@ func (r *ring) readBlock(p *Packet, sink Sink) error {
 			break
 		}
 		p.Timestamp = int64(th.Sec)*1e9 + int64(th.Nsec)
-		if p.Timestamp < r.notBefore {
-			if th.Next_offset == 0 {
-				break
-			}
-			off += int(th.Next_offset)
-			continue
-		}
-		p.Data = r.mem[start:stop:stop]
 		p.Length = int(th.Len)
-		p.PktType = sll.Pkttype
-		p.VLANValid = th.Status&unix.TP_STATUS_VLAN_VALID != 0
-		if p.VLANValid {
-			p.VLANTCI = uint16(th.Hv1.Vlan_tci)
-			p.VLANTPID = 0
-			if th.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
-				p.VLANTPID = th.Hv1.Vlan_tpid
+		if p.Timestamp >= r.notBefore && (!r.cooked || start-sll2Len >= at+sllOffset+sllSize) {
+			if r.cooked {
+				// libpcap does the same (pcap-linux.c, cooked mode): the
+				// kernel leaves headroom between sockaddr_ll and the
+				// network header of a SOCK_DGRAM packet.
+				if stop-start > r.cookedSnap {
+					stop = start + r.cookedSnap
+				}
+				start -= sll2Len
+				putSLL2((*[sll2Len]byte)(r.mem[start:]), sll)
+				p.Length += sll2Len
 			}
+			p.Data = r.mem[start:stop:stop]
+			p.PktType = sll.Pkttype
+			p.VLANValid = th.Status&unix.TP_STATUS_VLAN_VALID != 0
+			if p.VLANValid {
+				p.VLANTCI = uint16(th.Hv1.Vlan_tci)
+				p.VLANTPID = 0
+				if th.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
+					p.VLANTPID = th.Hv1.Vlan_tpid
+				}
+			}
+			if err = sink.WritePacket(p); err != nil {
+				break // the sink did not take it: skipped, as is the rest
+			}
+			delivered++
+			nbytes += uint64(len(p.Data))
 		}
-		if err = sink.WritePacket(p); err != nil {
-			break // the sink did not take it
-		}
-		delivered++
-		nbytes += uint64(len(p.Data))
+		// else: older than this capture (a reused ring), or no headroom
+		// for the cooked header (never seen): skipped.
 		if th.Next_offset == 0 {
 			break
 		}
@@ -311,8 +342,38 @@ func (r *ring) readBlock(p *Packet, sink Sink) error {
 	p.Data = nil
 	r.delivered.Add(delivered)
 	r.bytes.Add(nbytes)
+	if n > int(delivered) {
+		r.skipped.Add(uint64(n) - delivered)
+	}
 	r.release()
 	return err
+}
+
+const sllSize = int(unsafe.Sizeof(unix.RawSockaddrLinklayer{}))
+
+// sll2Len is the size of a LINKTYPE_LINUX_SLL2 header.
+const sll2Len = 20
+
+// putSLL2 writes the LINKTYPE_LINUX_SLL2 header of a packet from its
+// sockaddr_ll (https://www.tcpdump.org/linktypes/LINKTYPE_LINUX_SLL2.html):
+// protocol (as sll_protocol, network order), 2 reserved bytes, ifindex,
+// ARPHRD type (both big-endian), packet type, address length and 8
+// address bytes (those past the length zeroed).
+func putSLL2(b *[sll2Len]byte, sll *unix.RawSockaddrLinklayer) {
+	proto := (*[2]byte)(unsafe.Pointer(&sll.Protocol))
+	b[0], b[1] = proto[0], proto[1]
+	b[2], b[3] = 0, 0
+	binary.BigEndian.PutUint32(b[4:8], uint32(sll.Ifindex))
+	binary.BigEndian.PutUint16(b[8:10], sll.Hatype)
+	b[10] = sll.Pkttype
+	halen := min(sll.Halen, 8)
+	b[11] = halen
+	for i := range 8 {
+		b[12+i] = 0
+		if i < int(halen) {
+			b[12+i] = sll.Addr[i]
+		}
+	}
 }
 
 // release hands the current block back to the kernel and moves on.
@@ -321,8 +382,19 @@ func (r *ring) release() {
 	r.cur = (r.cur + 1) % r.nb
 }
 
-// readStats adds the kernel's counters since the last read to the totals.
+// readStats adds the kernel's counters since the last read to the totals;
+// any goroutine may call it. It does nothing once the ring is closed (the
+// final read was made before).
 func (r *ring) readStats() error {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	return r.readStatsLocked()
+}
+
+func (r *ring) readStatsLocked() error {
+	if r.closed {
+		return nil
+	}
 	st, err := unix.GetsockoptTpacketStatsV3(r.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
 	if err != nil {
 		return err
@@ -331,4 +403,38 @@ func (r *ring) readStats() error {
 	r.kernPackets.Add(uint64(st.Packets))
 	r.kernDrops.Add(uint64(st.Drops))
 	return nil
+}
+
+// snapshot returns the ring's counters as of now, from any goroutine.
+// The user-space counters are loaded before the kernel's are read, so
+// every packet counted as delivered or skipped is already in Received,
+// and Pending (queued, not yet read) is never negative.
+func (r *ring) snapshot() Stats {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	d, sk, b := r.delivered.Load(), r.skipped.Load(), r.bytes.Load()
+	_ = r.readStatsLocked() // a failed read shows the last totals
+	return makeStats(r.kernPackets.Load(), r.kernDrops.Load(), d, sk, b)
+}
+
+// final returns the ring's counters once its reader has ended: packets
+// still in the ring will never be read and count as skipped.
+func (r *ring) final() Stats {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	_ = r.readStatsLocked()
+	st := makeStats(r.kernPackets.Load(), r.kernDrops.Load(), r.delivered.Load(), r.skipped.Load(), r.bytes.Load())
+	st.Skipped += st.Pending
+	st.Dropped += st.Pending
+	st.Pending = 0
+	return st
+}
+
+func makeStats(received, kdrops, delivered, skipped, bytes uint64) Stats {
+	st := Stats{Received: received, KernelDropped: kdrops, Skipped: skipped, Delivered: delivered, Bytes: bytes}
+	st.Dropped = kdrops + skipped
+	if settled := delivered + st.Dropped; received > settled {
+		st.Pending = received - settled
+	}
+	return st
 }

@@ -1,8 +1,3 @@
-// Package capture is the packet capture engine: it opens one AF_PACKET
-// TPACKET_V3 ring per interface inside a network namespace, with the filter
-// attached before any packet can arrive, and feeds every packet, with its
-// interface, direction and nanosecond timestamp, to a Sink. It knows nothing
-// about HTTP or pcapng.
 package capture
 
 import (
@@ -85,16 +80,35 @@ type Sink interface {
 	AddInterface(id int, ifc Interface) error
 }
 
-// Stats are one interface's counters.
+// Stats are one interface's counters since its capture began; see
+// "# Counters" in the package doc. Always
+//
+//	Received = Delivered + Dropped + Pending
+//	Dropped  = KernelDropped + Skipped
+//
+// and once the capture has ended Pending is 0, so Received = Delivered +
+// Dropped.
 type Stats struct {
-	// Received counts packets the filter accepted, including Dropped
-	// (the kernel's tp_packets).
+	// Received counts packets the filter accepted: the kernel's
+	// tp_packets, which includes the packets it dropped.
 	Received uint64
-	// Dropped counts packets the kernel dropped because the ring was full.
-	Dropped uint64
-	// Delivered counts packets handed to the Sink.
+	// Delivered counts packets the Sink took (WritePacket returned nil).
 	Delivered uint64
-	// Bytes counts captured bytes handed to the Sink.
+	// Dropped counts received packets that will never be delivered:
+	// KernelDropped + Skipped.
+	Dropped uint64
+	// KernelDropped counts packets the kernel dropped because the ring
+	// was full (tp_drops): the client was slower than the traffic.
+	KernelDropped uint64
+	// Skipped counts packets that reached the ring but were not
+	// delivered: on a reused ring, packets older than the capture; the
+	// packet the Sink refused and the rest of its block; and the packets
+	// still in the ring when the capture ended.
+	Skipped uint64
+	// Pending counts packets in the ring that the reader has not reached
+	// yet; 0 once the capture has ended.
+	Pending uint64
+	// Bytes counts captured bytes the Sink took.
 	Bytes uint64
 }
 
@@ -112,17 +126,29 @@ type Session struct {
 	ns  *netns.NetNS
 	mon *monitor
 
-	mu      sync.Mutex
-	ifaces  []Interface
-	rings   []*ring
-	stats   []Stats // final counters, per interface, once its reader ended
+	mu     sync.Mutex
+	ifaces []Interface
+	rings  []*ring
+	// Final counters per interface, once done: set before the ring goes
+	// back to the pool, so that no counter of this session is ever read
+	// from a ring another session has taken.
+	stats   []Stats
+	done    []bool
 	started bool
 	closed  bool
 }
 
-// Open resolves the interfaces and opens their rings inside cfg.NetNS.
-// Packets are buffered by the kernel from the moment Open returns.
+// Open is OpenContext without a context: the filter compile is bounded by
+// its budget alone.
 func Open(cfg Config) (*Session, error) {
+	return OpenContext(context.Background(), cfg)
+}
+
+// OpenContext resolves the interfaces and opens their rings inside
+// cfg.NetNS. Packets are buffered by the kernel from the moment it returns.
+// When ctx ends while the filter compiles, the compile is killed (unless
+// another session waits for the same one) and ctx's error is returned.
+func OpenContext(ctx context.Context, cfg Config) (*Session, error) {
 	if cfg.NetNS == nil {
 		return nil, errors.New("capture: no netns given")
 	}
@@ -132,22 +158,11 @@ func Open(cfg Config) (*Session, error) {
 	}
 	cfg.Ring = cfg.Ring.withDefaults()
 
-	// Compile outside the namespace: libpcap takes a global lock, and the
-	// locked thread should do only the namespace-bound work. Both programs
-	// are compiled so a filter error is reported before any netns work;
+	// Compile before any netns work, in compiler children (filter.go):
+	// the locked thread should do only the namespace-bound work. Both
+	// programs are compiled at once so a filter error is reported early;
 	// the one an interface needs is picked by its link type.
-	progs := map[uint16][]unix.SockFilter{}
-	var ferr error
-	for _, lt := range []uint16{LinkTypeEthernet, LinkTypeRaw} {
-		p, err := compileFilter(lt, cfg.Snaplen, cfg.Filter)
-		if err != nil {
-			if ferr == nil {
-				ferr = err
-			}
-			continue
-		}
-		progs[lt] = p
-	}
+	progs, ferr := compileFilters(ctx, cfg.Snaplen, cfg.Filter, LinkTypeEthernet, LinkTypeRaw)
 	if len(progs) == 0 {
 		return nil, &OpError{Op: OpSetFilter, NetNS: ino, Err: ferr}
 	}
@@ -201,12 +216,15 @@ func (s *Session) openRings(ns *netns.NetNS, sel []link) ([]Interface, []*ring, 
 	errs := make([]error, len(sel))
 	var wg sync.WaitGroup
 	for i, l := range sel {
-		lt, st := linkTypeFor(l.hatype)
-		ifaces[i] = Interface{Name: l.name, Index: l.index, LinkType: lt, Snaplen: s.cfg.Snaplen, Filter: s.cfg.Filter}
+		lm := linkTypeFor(l.hatype)
+		lt, st := lm.filterType, lm.sockType
+		ifaces[i] = Interface{Name: l.name, Index: l.index, LinkType: lm.linkType, Snaplen: s.cfg.Snaplen, Filter: s.cfg.Filter}
 		prog, ok := s.progs[lt]
 		if !ok {
 			var err error
-			if prog, err = compileFilter(lt, s.cfg.Snaplen, s.cfg.Filter); err != nil {
+			// Another link type than Open compiled for: not cancelled with
+			// the request, but bounded by the compile budget all the same.
+			if prog, err = compileFilter(context.Background(), lt, s.cfg.Snaplen, s.cfg.Filter); err != nil {
 				errs[i] = &OpError{Op: OpSetFilter, NetNS: s.netns, Interface: l.name, Err: err}
 				continue
 			}
@@ -215,6 +233,7 @@ func (s *Session) openRings(ns *netns.NetNS, sel []link) ([]Interface, []*ring, 
 		if r := s.cfg.Pool.take(key); r != nil {
 			if err := r.reuse(l.index, prog, s.cfg.Promiscuous); err == nil {
 				r.promisc = s.cfg.Promiscuous
+				r.cooked, r.cookedSnap = lm.cooked, cookedSnap(s.cfg.Snaplen)
 				rings[i] = r
 				continue
 			}
@@ -227,6 +246,7 @@ func (s *Session) openRings(ns *netns.NetNS, sel []link) ([]Interface, []*ring, 
 					return &OpError{Op: OpOpenRing, NetNS: s.netns, Interface: l.name, Err: err}
 				}
 				r.key = key
+				r.cooked, r.cookedSnap = lm.cooked, cookedSnap(s.cfg.Snaplen)
 				rings[i] = r
 				return nil
 			})
@@ -243,6 +263,10 @@ func (s *Session) openRings(ns *netns.NetNS, sel []link) ([]Interface, []*ring, 
 	}
 	return ifaces, rings, nil
 }
+
+// cookedSnap is how much of a packet is kept after its cooked header, so
+// that both fit in snaplen.
+func cookedSnap(snaplen int) int { return max(snaplen-sll2Len, 0) }
 
 // selectLinks picks the requested interfaces (all when names is empty), in
 // the order requested.
@@ -275,7 +299,9 @@ func (s *Session) Interfaces() []Interface {
 }
 
 // statsInterval bounds how long kernel counters go unread: they are 32-bit
-// in the kernel and would wrap after 2^32 packets.
+// in the kernel and would wrap after 2^32 packets. Run reads them at this
+// interval from its own goroutine, whatever the readers do; Stats reads
+// them on every call.
 const statsInterval = time.Second
 
 // Run reads every interface and hands packets to sink until ctx is
@@ -294,6 +320,7 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 	s.started = true
 	rings := slices.Clone(s.rings)
 	s.stats = make([]Stats, len(rings))
+	s.done = make([]bool, len(rings))
 	s.mu.Unlock()
 	defer s.closeAll()
 
@@ -310,10 +337,7 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 		active++
 		wg.Go(func() {
 			err := s.read(r, i, ifc, sink)
-			st := s.finish(r, err)
-			s.mu.Lock()
-			s.stats[i] = st
-			s.mu.Unlock()
+			s.finish(i, r, err)
 			errMu.Lock()
 			errs = append(errs, err)
 			active--
@@ -355,6 +379,24 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 			}
 		})
 	}
+	// The kernel counters are read here too, not only by the readers: a
+	// reader blocked in the Sink (a stalled client) reads nothing, and
+	// that is when the kernel counts drops.
+	if len(rings) == 0 && s.mon == nil {
+		cancel()
+	}
+	wg.Go(func() {
+		t := time.NewTicker(statsInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.pollStats()
+			}
+		}
+	})
 	wg.Wait()
 
 	var gone error
@@ -411,6 +453,7 @@ func (s *Session) watchLinks(ctx context.Context, sink Sink, start func(int, *ri
 			s.ifaces = append(s.ifaces, ifaces[0])
 			s.rings = append(s.rings, rings[0])
 			s.stats = append(s.stats, Stats{})
+			s.done = append(s.done, false)
 			s.mu.Unlock()
 			if err := sink.AddInterface(i, ifaces[0]); err != nil {
 				rings[0].close()
@@ -427,27 +470,10 @@ func (s *Session) read(r *ring, i int, ifc Interface, sink Sink) error {
 	opErr := func(op string, err error) error {
 		return &OpError{Op: op, NetNS: s.netns, Interface: ifc.Name, Err: err}
 	}
-	last := time.Now()
-	readStats := func() error {
-		if now := time.Now(); now.Sub(last) >= statsInterval {
-			last = now
-			if err := r.readStats(); err != nil {
-				return opErr(OpStats, err)
-			}
-		}
-		return nil
-	}
-	for blocks := 1; ; blocks++ {
+	for {
 		if r.ready(r.cur) {
 			if err := r.readBlock(p, sink); err != nil {
 				return err
-			}
-			// A reader that never waits (sustained overload) must still
-			// read the 32-bit kernel counters before they wrap.
-			if blocks%256 == 0 {
-				if err := readStats(); err != nil {
-					return err
-				}
 			}
 			continue
 		}
@@ -475,44 +501,51 @@ func (s *Session) read(r *ring, i int, ifc Interface, sink Sink) error {
 		default:
 			return opErr(OpRead, err)
 		}
-		if err := readStats(); err != nil {
-			return err
-		}
 	}
 }
 
-// finish reads a ring's final counters and closes it, or gives it to the
-// pool when its reader stopped normally (not on a vanished interface or an
-// error, after which the socket may be unusable).
-func (s *Session) finish(r *ring, err error) Stats {
-	_ = r.readStats()
-	st := r.live()
+// finish records interface i's final counters and then closes its ring, or
+// gives it to the pool when its reader stopped normally (not on a vanished
+// interface or an error, after which the socket may be unusable). The
+// counters are recorded, under mu, before the ring leaves this session:
+// Stats never reads a ring another session may have taken.
+func (s *Session) finish(i int, r *ring, err error) {
+	st := r.final()
+	s.mu.Lock()
+	s.stats[i], s.done[i] = st, true
+	s.mu.Unlock()
 	if s.cfg.Pool != nil && err == nil {
 		s.cfg.Pool.give(r.key, r, r.promisc)
 	} else {
 		r.close()
 	}
-	return st
 }
 
-// live returns the ring's counters; the kernel's lag by up to statsInterval
-// while the reader runs.
-func (r *ring) live() Stats {
-	return Stats{Received: r.kernPackets.Load(), Dropped: r.kernDrops.Load(), Delivered: r.delivered.Load(), Bytes: r.bytes.Load()}
+// pollStats reads the kernel counters of the running readers' rings.
+func (s *Session) pollStats() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, r := range s.rings {
+		if i < len(s.done) && !s.done[i] {
+			_ = r.readStats()
+		}
+	}
 }
 
 // Stats returns per-interface counters: live while running (the kernel's
-// are read once a second), final once Run has returned.
+// read at this call), final once an interface's reader has ended.
 func (s *Session) Stats() []Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]Stats, len(s.rings))
 	for i, r := range s.rings {
-		if i < len(s.stats) && s.stats[i] != (Stats{}) {
+		if i < len(s.done) && s.done[i] {
 			out[i] = s.stats[i]
 			continue
 		}
-		out[i] = r.live()
+		// Under mu: finish marks the ring done under mu before giving
+		// it away, so it is still this session's.
+		out[i] = r.snapshot()
 	}
 	return out
 }

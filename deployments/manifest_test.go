@@ -51,16 +51,32 @@ type daemonSet struct {
 }
 
 type podSpec struct {
-	HostPID     bool        `yaml:"hostPID"`
-	HostNetwork bool        `yaml:"hostNetwork"`
-	Containers  []container `yaml:"containers"`
-	Volumes     []struct {
+	HostPID         bool `yaml:"hostPID"`
+	HostNetwork     bool `yaml:"hostNetwork"`
+	SecurityContext *struct {
+		FSGroup *int64 `yaml:"fsGroup"`
+	} `yaml:"securityContext"`
+	Containers []container `yaml:"containers"`
+	Volumes    []struct {
 		Name     string `yaml:"name"`
 		HostPath *struct {
 			Path string `yaml:"path"`
 			Type string `yaml:"type"`
 		} `yaml:"hostPath"`
+		Secret *secretVolume `yaml:"secret"`
 	} `yaml:"volumes"`
+}
+
+type secretVolume struct {
+	SecretName string `yaml:"secretName"`
+	Optional   *bool  `yaml:"optional"`
+	// An octal literal in the manifest (0440), which YAML 1.1 (what
+	// Kubernetes reads) takes for octal: kept as written.
+	DefaultMode yaml.Node `yaml:"defaultMode"`
+	Items       []struct {
+		Key  string `yaml:"key"`
+		Path string `yaml:"path"`
+	} `yaml:"items"`
 }
 
 type container struct {
@@ -70,6 +86,7 @@ type container struct {
 	SecurityContext *struct {
 		RunAsNonRoot             *bool  `yaml:"runAsNonRoot"`
 		RunAsUser                *int64 `yaml:"runAsUser"`
+		RunAsGroup               *int64 `yaml:"runAsGroup"`
 		AllowPrivilegeEscalation *bool  `yaml:"allowPrivilegeEscalation"`
 		Capabilities             struct {
 			Add  []string `yaml:"add"`
@@ -92,6 +109,7 @@ type containerPort struct {
 type volumeMount struct {
 	Name      string `yaml:"name"`
 	MountPath string `yaml:"mountPath"`
+	ReadOnly  bool   `yaml:"readOnly"`
 }
 
 type probe struct {
@@ -505,4 +523,117 @@ func hostPathOf(ds *daemonSet, c *container, p string) string {
 		}
 	}
 	return host
+}
+
+// flagArg finds --name in args (as "--name value" or "--name=value").
+func flagArg(args []string, name string) (string, bool) {
+	for i, a := range args {
+		if a == "--"+name && i+1 < len(args) {
+			return args[i+1], true
+		}
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// createSecretRE finds the documented `kubectl create secret` command:
+// namespace, Secret name, key.
+var createSecretRE = regexp.MustCompile(`kubectl\s+-n\s+(\S+)\s+create\s+secret\s+generic\s+(\S+)\s+(?:\\\s*#?\s*)?--from-(?:literal|file)=([A-Za-z0-9_.-]+)=`)
+
+// TestToken: the DaemonSet and the image ship secure: --auth-token-file
+// names a file that a Kubernetes Secret provides (mounted read-only, not
+// optional, readable by the service's user), the manifest documents how
+// to create that Secret, and the image's default arguments name the same
+// file.
+func TestToken(t *testing.T) {
+	ds, c := theDaemonSet(t, manifests(t))
+	pod := ds.Spec.Template.Spec
+	file, ok := flagArg(c.Args, "auth-token-file")
+	if !ok {
+		t.Fatalf("args %q lack --auth-token-file: the DaemonSet would serve without a token", c.Args)
+	}
+
+	var secret *secretVolume
+	for _, m := range c.VolumeMounts {
+		rel, err := filepath.Rel(m.MountPath, file)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			continue
+		}
+		for _, v := range pod.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			key := rel
+			for _, it := range v.Secret.Items {
+				if it.Path == rel {
+					key = it.Key
+				}
+			}
+			if key != "token" {
+				t.Errorf("the token file %s is the Secret's key %q, want \"token\"", file, key)
+			}
+			if !m.ReadOnly {
+				t.Errorf("volume %q is not mounted readOnly", m.Name)
+			}
+			secret = v.Secret
+		}
+	}
+	if secret == nil {
+		t.Fatalf("--auth-token-file %s is not in a mounted Secret volume", file)
+	}
+	if secret.Optional != nil && *secret.Optional {
+		t.Error("the token Secret is optional: a missing Secret would start the pod with no token file")
+	}
+	mode := int64(0o644) // Kubernetes' default
+	if secret.DefaultMode.Value != "" {
+		m, err := strconv.ParseInt(secret.DefaultMode.Value, 0, 32)
+		if err != nil {
+			t.Fatalf("defaultMode %q: %v", secret.DefaultMode.Value, err)
+		}
+		mode = m
+	}
+	// Secret files belong to root and, with fsGroup, to that group.
+	var fsGroup, runAs int64 = -1, -2
+	if pod.SecurityContext != nil && pod.SecurityContext.FSGroup != nil {
+		fsGroup = *pod.SecurityContext.FSGroup
+	}
+	if sc := c.SecurityContext; sc != nil && sc.RunAsGroup != nil {
+		runAs = *sc.RunAsGroup
+	}
+	if mode&0o004 == 0 && (mode&0o040 == 0 || fsGroup != runAs) {
+		t.Errorf("token file mode %#o with fsGroup %d: not readable by the service's group %d", mode, fsGroup, runAs)
+	}
+	if mode&0o002 != 0 || mode&0o020 != 0 {
+		t.Errorf("token file mode %#o is writable by others", mode)
+	}
+
+	b, err := os.ReadFile("daemonset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := createSecretRE.FindStringSubmatch(string(b))
+	if m == nil {
+		t.Fatal("daemonset.yaml does not document `kubectl -n NS create secret generic NAME --from-literal=KEY=...`")
+	}
+	if m[1] != ds.Metadata.Namespace || m[2] != secret.SecretName || m[3] != "token" {
+		t.Errorf("documented secret %s/%s key %s, the DaemonSet uses %s/%s key token", m[1], m[2], m[3], ds.Metadata.Namespace, secret.SecretName)
+	}
+
+	// The image's default arguments ask for the same file.
+	final := dockerfile(t)
+	stage := final[len(final)-1]
+	var cmd []string
+	for _, in := range stage {
+		if in.cmd == "CMD" {
+			cmd = nil
+			if err := json.Unmarshal([]byte(in.args), &cmd); err != nil {
+				t.Fatalf("CMD %s is not in exec (JSON array) form: %v", in.args, err)
+			}
+		}
+	}
+	if f, ok := flagArg(cmd, "auth-token-file"); !ok || f != file {
+		t.Errorf("the image's CMD %q does not ask for the token file %s", cmd, file)
+	}
 }

@@ -58,14 +58,19 @@ type TargetInfo struct {
 	Type  string `json:"type,omitempty"`
 }
 
-// InterfaceInfo holds one captured interface's live counters.
+// InterfaceInfo holds one captured interface's live counters (the
+// capture package doc, "Counters", defines them): kernel_received =
+// packets + dropped + pending, and dropped = kernel_dropped + skipped.
 type InterfaceInfo struct {
 	Name           string `json:"name"`
 	LinkType       uint16 `json:"link_type"`
-	Packets        uint64 `json:"packets"`
+	Packets        uint64 `json:"packets"` // delivered: written to the stream
 	Bytes          uint64 `json:"bytes"`
 	KernelReceived uint64 `json:"kernel_received"`
 	KernelDropped  uint64 `json:"kernel_dropped"`
+	Skipped        uint64 `json:"skipped"`
+	Dropped        uint64 `json:"dropped"`
+	Pending        uint64 `json:"pending"`
 }
 
 // captures returns the running sessions (setting up ones are left out),
@@ -92,7 +97,8 @@ func (s *Server) captures() []CaptureInfo {
 			ii := InterfaceInfo{Name: f.Name, LinkType: f.LinkType}
 			if i < len(stats) {
 				x := stats[i]
-				ii.Packets, ii.Bytes, ii.KernelReceived, ii.KernelDropped = x.Delivered, x.Bytes, x.Received, x.Dropped
+				ii.Packets, ii.Bytes, ii.KernelReceived, ii.KernelDropped = x.Delivered, x.Bytes, x.Received, x.KernelDropped
+				ii.Skipped, ii.Dropped, ii.Pending = x.Skipped, x.Dropped, x.Pending
 			}
 			ci.Interfaces = append(ci.Interfaces, ii)
 		}
@@ -188,6 +194,9 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 		"version":                c.Version,
 		"node_name":              c.NodeName,
 		"max_sessions":           c.MaxSessions,
+		"sessions_per_client":    c.MaxSessionsPerClient,
+		"allow_origins":          nonNil(c.AllowOrigins),
+		"allow_hosts":            nonNil(c.AllowHosts),
 		"client_timeout_seconds": c.ClientTimeout.Seconds(),
 		"auth_required":          c.AuthToken != "",
 		"deny_host_netns":        c.DenyHostNetNS,
@@ -204,6 +213,14 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 		"idle_ring_ttl_seconds":  c.IdleRingTTL.Seconds(),
 		"log_requests":           c.LogRequests,
 	})
+}
+
+// authDetail is the auth check's detail: "on" with a token, else "off".
+func authDetail(c Config) string {
+	if c.AuthToken != "" {
+		return "on"
+	}
+	return "off"
 }
 
 func discoveryName(c Config) string {
@@ -277,6 +294,9 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	checks["discovery"] = s.discoveryCheck(r.Context())
+	// Reported, never failing: an unauthenticated service is a choice,
+	// which the log warns about at every start.
+	checks["auth"] = Check{OK: true, Detail: authDetail(s.cfg)}
 	writeHealth(w, checks)
 }
 
@@ -287,3 +307,11 @@ func (s *Server) apiNotFound(w http.ResponseWriter, r *http.Request) {
 
 // isAPI tells whether a path gets envelope errors.
 func isAPI(path string) bool { return strings.HasPrefix(path, "/api/") }
+
+// nonNil makes an absent list a JSON [] rather than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

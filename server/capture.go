@@ -55,10 +55,10 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 
 	gw := &gatedWriter{ResponseWriter: w}
 	c, err := websocket.Accept(gw, r, &websocket.AcceptOptions{
-		// Clients (csharg, GhostWire's UI) come from anywhere; access
-		// control belongs to the authenticating proxy in front (api.md).
-		InsecureSkipVerify: true,
-		CompressionMode:    websocket.CompressionDisabled,
+		// guard has checked Origin by the same rule already; Accept's own
+		// check stays on as the second lock on the door browsers abuse.
+		OriginPatterns:  s.cfg.AllowOrigins,
+		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {
 		// Accept has already answered with an HTTP error.
@@ -68,7 +68,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	hijacked(r)
 	// connCtx ends when the client closes or the connection dies.
 	connCtx := c.CloseRead(context.Background())
-	s.session(connCtx, &wsTransport{c: c, ctx: connCtx, gate: gw.gate, timeout: s.cfg.ClientTimeout}, req, perr, r.RemoteAddr)
+	s.session(connCtx, &wsTransport{c: c, ctx: s.untilHardStop(connCtx), gate: gw.gate, timeout: s.cfg.ClientTimeout}, req, perr, r.RemoteAddr)
 }
 
 // transport carries one session's stream to its client.
@@ -118,6 +118,10 @@ func (t *wsTransport) refuse(err error) {
 
 func (t *wsTransport) end(err error, clientGone bool) {
 	t.gate.release()
+	// Close writes the close frame and waits for the client's answer on
+	// timers of its own; at a shutdown's hard stop (t.ctx ends) a client
+	// that does not read must not hold it up.
+	defer context.AfterFunc(t.ctx, func() { t.c.CloseNow() })()
 	switch {
 	case errors.Is(err, errClientClosing):
 		// The ISBs are queued and sent: now coder/websocket may read the
@@ -140,7 +144,7 @@ func (t *wsTransport) end(err error, clientGone bool) {
 // transport. connCtx ends when the client goes away. perr is a request
 // parse error, reported once the session is registered.
 func (s *Server) session(connCtx context.Context, t transport, req *captureRequest, perr error, remote string) {
-	ss := &session{id: newID(), start: time.Now(), client: remote, transport: t.name()}
+	ss := &session{id: newID(), start: time.Now(), client: remote, clientKey: clientKey(remote), transport: t.name()}
 	log := s.log.With(zap.String("session", ss.id))
 	refuse := func(err error) {
 		s.metrics.outcome(err, false, false)
@@ -231,6 +235,8 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		})
 		total.Received += x.Received
 		total.Dropped += x.Dropped
+		total.KernelDropped += x.KernelDropped
+		total.Skipped += x.Skipped
 		total.Delivered += x.Delivered
 		total.Bytes += x.Bytes
 	}
@@ -251,7 +257,7 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 	clientGone := connCtx.Err() != nil || sendErr != nil || errors.Is(runErr, errClientGone)
 	s.metrics.outcome(runErr, true, clientGone || errors.Is(runErr, errClientClosing))
 	fields := []zap.Field{zap.Uint64("delivered", total.Delivered), zap.Uint64("kernel_received", total.Received),
-		zap.Uint64("kernel_dropped", total.Dropped), zap.Uint64("bytes", total.Bytes), zap.Duration("duration", now.Sub(ss.start))}
+		zap.Uint64("kernel_dropped", total.KernelDropped), zap.Uint64("dropped", total.Dropped), zap.Uint64("bytes", total.Bytes), zap.Duration("duration", now.Sub(ss.start))}
 	if clientGone || errors.Is(runErr, errClientClosing) {
 		log.Info("capture stopped by client", append(fields, zap.NamedError("send", sendErr), zap.NamedError("cause", runErr))...)
 	} else {
@@ -286,7 +292,7 @@ func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Sessio
 			return nil, errHostNetNS
 		}
 	}
-	return capture.Open(capture.Config{
+	return capture.OpenContext(ctx, capture.Config{
 		NetNS:       ns,
 		Interfaces:  ifaces,
 		Filter:      req.Filter,

@@ -31,6 +31,8 @@ var (
 	// then the answer to its close.
 	errClientClosing = errors.New("client closed")
 	errLimit         = errors.New("count or duration reached")
+	// errTooManyClient is wrapped with the limit.
+	errTooManyClient = errors.New("too many capture sessions from this client address")
 )
 
 // closeFor maps why a session ended to a close code and a reason a person
@@ -54,6 +56,8 @@ func closeFor(err error) (websocket.StatusCode, string) {
 		return websocket.StatusNormalClosure, "stopped by operator"
 	case errors.Is(err, errTooMany):
 		return websocket.StatusPolicyViolation, "too many capture sessions, try again later"
+	case errors.Is(err, errTooManyClient):
+		return websocket.StatusPolicyViolation, truncateUTF8(err.Error()+", try again later", maxReason)
 	case errors.Is(err, errHostNetNS):
 		return websocket.StatusPolicyViolation, errHostNetNS.Error()
 	case errors.Is(err, errNetNSGone):
@@ -70,6 +74,10 @@ func closeFor(err error) (websocket.StatusCode, string) {
 		return websocket.StatusPolicyViolation, truncateUTF8("stale container reference: "+strings.TrimPrefix(nerr.Err.Error(), netns.ErrStale.Error()+": "), maxReason)
 	case errors.Is(err, capture.ErrBadFilter):
 		return websocket.StatusPolicyViolation, truncateUTF8(innermost(err, capture.ErrBadFilter), maxReason)
+	case errors.Is(err, capture.ErrFilterTooComplex):
+		// e.g. "capture filter too complex: compiling it takes more than
+		// 1s of CPU time".
+		return websocket.StatusPolicyViolation, truncateUTF8(innermost(err, capture.ErrFilterTooComplex), maxReason)
 	case errors.Is(err, capture.ErrNoSuchInterface) && errors.As(err, &cerr):
 		return websocket.StatusPolicyViolation, truncateUTF8(fmt.Sprintf("no network interface %q in netns %d", cerr.Interface, cerr.NetNS), maxReason)
 	case errors.Is(err, capture.ErrInterfaceGone) && errors.As(err, &cerr):

@@ -83,6 +83,10 @@ func (s *Server) discoveryProxy(upstream *url.URL) http.Handler {
 			pr.Out.URL.RawPath = ""
 			pr.SetXForwarded()
 			pr.Out.Header.Set("Enable-Monolith", "true")
+			// The token is this service's, not the upstream's: a client's
+			// credentials stay here (HTTP and WebSocket alike pass through
+			// Rewrite).
+			pr.Out.Header.Del("Authorization")
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.log.Warn("discovery proxy failed", zap.String("upstream", upstream.String()), zap.Error(err))

@@ -29,7 +29,7 @@ type metrics struct {
 	setup    prometheus.Histogram
 
 	// Totals of finished sessions.
-	delivered, bytes, dropped, received atomic.Uint64
+	delivered, bytes, dropped, kdropped, skipped, received atomic.Uint64
 }
 
 func newMetrics(s *Server) *metrics {
@@ -61,6 +61,8 @@ func (s *Server) retire(ss *session, t capture.Stats) {
 	m.delivered.Add(t.Delivered)
 	m.bytes.Add(t.Bytes)
 	m.dropped.Add(t.Dropped)
+	m.kdropped.Add(t.KernelDropped)
+	m.skipped.Add(t.Skipped)
 	m.received.Add(t.Received)
 	ss.cs, ss.st = nil, nil
 }
@@ -92,8 +94,11 @@ var (
 	descActive    = prometheus.NewDesc("packetflix_sessions_active", "Capture sessions running now.", nil, nil)
 	descDelivered = prometheus.NewDesc("packetflix_packets_delivered_total", "Packets handed to clients' streams.", nil, nil)
 	descBytes     = prometheus.NewDesc("packetflix_bytes_delivered_total", "Captured bytes handed to clients' streams.", nil, nil)
-	descDropped   = prometheus.NewDesc("packetflix_kernel_drops_total", "Packets the kernel dropped because a capture ring was full (client slower than the traffic).", nil, nil)
-	descReceived  = prometheus.NewDesc("packetflix_kernel_received_total", "Packets the kernel accepted into capture rings (filter passed), drops included.", nil, nil)
+	descKDropped  = prometheus.NewDesc("packetflix_kernel_drops_total", "Packets the kernel dropped because a capture ring was full (client slower than the traffic).", nil, nil)
+	descReceived  = prometheus.NewDesc("packetflix_kernel_received_total", "Packets the kernel accepted into capture rings (filter passed), drops included; = delivered + dropped + pending.", nil, nil)
+	descDropped   = prometheus.NewDesc("packetflix_packets_dropped_total", "Received packets never delivered: kernel drops plus skipped.", nil, nil)
+	descSkipped   = prometheus.NewDesc("packetflix_packets_skipped_total", "Packets that reached a capture ring but were not delivered (older than a reused ring's capture, refused by an ending stream, left in the ring at the end).", nil, nil)
+	descPending   = prometheus.NewDesc("packetflix_packets_pending", "Packets in capture rings not yet read, running sessions.", nil, nil)
 	descQueued    = prometheus.NewDesc("packetflix_send_queue_bytes", "Bytes queued for WebSocket and HTTP clients, all sessions.", nil, nil)
 )
 
@@ -104,7 +109,7 @@ type liveCollector struct {
 }
 
 func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descActive, descDelivered, descBytes, descDropped, descReceived, descQueued} {
+	for _, d := range []*prometheus.Desc{descActive, descDelivered, descBytes, descKDropped, descReceived, descDropped, descSkipped, descPending, descQueued} {
 		ch <- d
 	}
 }
@@ -124,17 +129,24 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 			live.Delivered += x.Delivered
 			live.Bytes += x.Bytes
 			live.Dropped += x.Dropped
+			live.KernelDropped += x.KernelDropped
+			live.Skipped += x.Skipped
+			live.Pending += x.Pending
 			live.Received += x.Received
 		}
 		queued += ss.st.queued.Load()
 	}
 	m := c.m
 	delivered, bytes, dropped, received := m.delivered.Load()+live.Delivered, m.bytes.Load()+live.Bytes, m.dropped.Load()+live.Dropped, m.received.Load()+live.Received
+	kdropped, skipped := m.kdropped.Load()+live.KernelDropped, m.skipped.Load()+live.Skipped
 	c.s.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(active))
 	ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.CounterValue, float64(delivered))
 	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(bytes))
-	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
+	ch <- prometheus.MustNewConstMetric(descKDropped, prometheus.CounterValue, float64(kdropped))
 	ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(received))
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
+	ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(skipped))
+	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(live.Pending))
 	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(queued))
 }

@@ -65,10 +65,13 @@ func TestIntegrationOpenAPI(t *testing.T) {
 	_, locked := startServer(t, func(c *server.Config) { c.AuthToken = "tok" })
 	_, dead := startServer(t, deadGW)
 	_, full := startServer(t, func(c *server.Config) { c.MaxSessions = 1 })
+	_, perClient := startServer(t, func(c *server.Config) { c.MaxSessionsPerClient = 1 })
 	_, broken := startServer(t, func(c *server.Config) { c.Ring = capture.RingOptions{BlockSize: 1000} }) // not a page multiple: setup fails
 	_, deny := startServer(t, func(c *server.Config) { c.DenyHostNetNS = true })
 	hold := dial(t, full, q("netns", ino(h.a)), nil)
 	hold.waitLive()
+	holdC := dial(t, perClient, q("netns", ino(h.a)), nil)
+	holdC.waitLive()
 	running := dial(t, open, q("netns", ino(h.a)), nil)
 	running.waitLive()
 	var id string
@@ -101,6 +104,7 @@ func TestIntegrationOpenAPI(t *testing.T) {
 		"GET /capture.pcapng 500":          {broken, "GET", pc + ino(h.a)},
 		"GET /capture.pcapng 502":          {dead, "GET", "/capture.pcapng?container=%7B%22name%22%3A%22x%22%7D"},
 		"GET /capture.pcapng 503":          {full, "GET", pc + ino(h.a)},
+		"GET /capture.pcapng 429":          {perClient, "GET", pc + ino(h.a)},
 		"GET /discover/mobyshark 200":      {open, "GET", "/discover/mobyshark"},
 		"GET /discover/mobyshark 401":      {locked, "GET", "/discover/mobyshark"},
 		"GET /discover/mobyshark 502":      {dead, "GET", "/discover/mobyshark"},
@@ -137,6 +141,17 @@ func TestIntegrationOpenAPI(t *testing.T) {
 			c.CloseNow()
 			continue
 		}
+		if op == "GET /capture 403" {
+			// An upgrade from a foreign web page.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(open.URL, "http")+"/capture?netns="+ino(h.a),
+				&websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"http://evil.example"}}})
+			cancel()
+			if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+				t.Errorf("%s: %v %v", op, resp, err)
+			}
+			continue
+		}
 		rq, ok := cases[op]
 		if !ok {
 			t.Errorf("openapi.yaml lists %q, which this test cannot produce: add a case or fix the file", op)
@@ -159,6 +174,7 @@ func TestIntegrationOpenAPI(t *testing.T) {
 		t.Errorf("the handlers answer %q, which openapi.yaml does not list", op)
 	}
 	hold.stop()
+	holdC.stop()
 }
 
 func clipBody(b []byte) string {

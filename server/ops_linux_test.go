@@ -133,7 +133,7 @@ func TestIntegrationHealth(t *testing.T) {
 	}
 	code, body = getJSON(t, "GET", ts.URL+"/readyz", nil)
 	checks := body["checks"].(map[string]any)
-	if code != 200 || body["status"] != "ok" || len(checks) != 5 || checks["cap_sys_admin"].(map[string]any)["ok"] != true || checks["discovery"].(map[string]any)["ok"] != true {
+	if code != 200 || body["status"] != "ok" || len(checks) != 6 || checks["auth"].(map[string]any)["detail"] != "on" || checks["cap_sys_admin"].(map[string]any)["ok"] != true || checks["discovery"].(map[string]any)["ok"] != true {
 		t.Fatalf("readyz %d %v", code, body)
 	}
 	gone := httptest.NewServer(http.NotFoundHandler())

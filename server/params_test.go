@@ -105,6 +105,8 @@ func Test_closeFor(t *testing.T) {
 		{"stale", &netns.OpError{Op: netns.OpLookup, NetNS: 7, Err: fmt.Errorf("%w: process 5 is gone", netns.ErrStale)}, 1008, "stale container reference: process 5 is gone"},
 		{"filter", &capture.OpError{Op: capture.OpSetFilter, NetNS: 7, Err: fmt.Errorf("%w: syntax error", capture.ErrBadFilter)}, 1008, "invalid capture filter: syntax error"},
 		{"no interface", &capture.OpError{NetNS: 7, Interface: "eth9", Err: capture.ErrNoSuchInterface}, 1008, `no network interface "eth9" in netns 7`},
+		{"filter host name", &capture.OpError{Op: capture.OpSetFilter, NetNS: 7, Err: fmt.Errorf("%w: host name %q is not looked up (no DNS); use an address", capture.ErrBadFilter, "example.invalid")}, 1008, `invalid capture filter: host name "example.invalid" is not looked up (no DNS); use an address`},
+		{"filter too complex", &capture.OpError{Op: capture.OpSetFilter, NetNS: 7, Err: fmt.Errorf("%w: compiling it takes more than 1s of CPU time", capture.ErrFilterTooComplex)}, 1008, "capture filter too complex: compiling it takes more than 1s of CPU time"},
 		{"gone", &capture.OpError{NetNS: 7, Interface: "eth0", Err: capture.ErrInterfaceGone}, 1000, `capture ended: interface "eth0" vanished from netns 7`},
 		{"other", errors.New("boom"), 1011, "capture failed: boom"},
 		{"long", errors.New(long), 1011, ""},

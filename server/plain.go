@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -22,6 +23,9 @@ func (s *Server) handlePlain(w http.ResponseWriter, r *http.Request) {
 	// TCP settings watch the client instead.
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
+	// At the hard stop of a shutdown, a write blocked on a client that
+	// does not read fails at once.
+	defer context.AfterFunc(s.hard, func() { _ = rc.SetWriteDeadline(time.Now()) })()
 	s.session(r.Context(), &httpTransport{w: w, rc: rc}, req, perr, r.RemoteAddr)
 }
 
@@ -81,6 +85,8 @@ func httpStatus(err error) int {
 	switch {
 	case errors.Is(err, errShutdown), errors.Is(err, errTooMany):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, errTooManyClient):
+		return http.StatusTooManyRequests
 	case errors.Is(err, errHostNetNS):
 		return http.StatusForbidden
 	case errors.As(err, &lerr):
@@ -93,7 +99,7 @@ func httpStatus(err error) int {
 			return http.StatusNotFound
 		}
 		return http.StatusBadGateway
-	case errors.As(err, &rerr), errors.Is(err, capture.ErrBadFilter), errors.Is(err, netns.ErrInvalid):
+	case errors.As(err, &rerr), errors.Is(err, capture.ErrBadFilter), errors.Is(err, capture.ErrFilterTooComplex), errors.Is(err, netns.ErrInvalid):
 		return http.StatusBadRequest
 	case errors.Is(err, netns.ErrNotFound), errors.Is(err, netns.ErrStale), errors.Is(err, capture.ErrNoSuchInterface):
 		return http.StatusNotFound

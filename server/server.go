@@ -55,9 +55,23 @@ type Config struct {
 	// and TCP_USER_TIMEOUT on the connection, and a WebSocket ping on
 	// idle sessions. 0 means DefaultClientTimeout.
 	ClientTimeout time.Duration
+	// MaxSessionsPerClient caps the sessions of one client address (an
+	// IPv4 address or an IPv6 /64), so that one client cannot take every
+	// MaxSessions slot; 0 means DefaultMaxSessionsPerClient, negative means
+	// no cap. Clients behind one proxy or NAT share it.
+	MaxSessionsPerClient int
 	// AuthToken, when set, is required as "Authorization: Bearer <token>"
-	// on every endpoint except /version.
+	// (scheme in any case) on every endpoint except openPaths.
 	AuthToken string
+	// AllowOrigins are the web origins, besides the service's own host,
+	// whose pages may use the API: patterns as coder/websocket's
+	// AcceptOptions.OriginPatterns ("*.example.com", "https://ui.example").
+	// A request without Origin (csharg, curl) is not affected.
+	AllowOrigins []string
+	// AllowHosts, when set, are the host names (patterns as AllowOrigins,
+	// with an optional port) a request's Host may name; address literals
+	// and localhost are always answered. Against DNS rebinding.
+	AllowHosts []string
 	// DenyHostNetNS refuses captures from the service's own network
 	// namespace (the host's, when it runs with host networking).
 	DenyHostNetNS bool
@@ -81,6 +95,10 @@ const (
 	DefaultClientTimeout = 30 * time.Second
 	DefaultIdleRings     = 8
 	DefaultIdleRingTTL   = 10 * time.Second
+	// DefaultMaxSessionsPerClient leaves most of DefaultMaxSessions to
+	// other clients; a person capturing a few targets at once stays under
+	// it.
+	DefaultMaxSessionsPerClient = 8
 )
 
 // Server serves the Packetflix API. Handler may be used by any number of
@@ -92,6 +110,8 @@ type Server struct {
 
 	base     context.Context // cancelled by Shutdown
 	shutdown context.CancelFunc
+	hard     context.Context // cancelled by Shutdown near its deadline
+	hardStop context.CancelFunc
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -121,6 +141,9 @@ func New(cfg Config) *Server {
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
 	}
+	if cfg.MaxSessionsPerClient == 0 {
+		cfg.MaxSessionsPerClient = DefaultMaxSessionsPerClient
+	}
 	if cfg.ClientTimeout <= 0 {
 		cfg.ClientTimeout = DefaultClientTimeout
 	}
@@ -138,6 +161,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, mux: http.NewServeMux(), sessions: map[string]*session{}}
 	s.base, s.shutdown = context.WithCancel(context.Background())
+	s.hard, s.hardStop = context.WithCancel(context.Background())
 	s.started = time.Now()
 	s.metrics = newMetrics(s)
 	if cfg.IdleRings > 0 {
@@ -177,6 +201,9 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.AuthToken != "" {
 		h = s.authenticate(h)
 	}
+	// Origin and Host first: a browser that is refused learns nothing,
+	// token or not.
+	h = s.guard(h)
 	if !s.cfg.LogRequests {
 		return h
 	}
@@ -203,6 +230,7 @@ type session struct {
 	id        string
 	start     time.Time
 	client    string
+	clientKey string // what MaxSessionsPerClient counts by
 	transport string
 	// Set once the capture runs (cs nil again once retired), under
 	// Server.mu.
@@ -228,6 +256,18 @@ func (s *Server) register(ss *session) error {
 	if s.base.Err() != nil {
 		return errShutdown
 	}
+	// The client's own cap first: it is the one the client can act on.
+	if limit := s.cfg.MaxSessionsPerClient; limit > 0 {
+		n := 0
+		for _, o := range s.sessions {
+			if o.clientKey == ss.clientKey {
+				n++
+			}
+		}
+		if n >= limit {
+			return fmt.Errorf("%w (--max-sessions-per-client %d)", errTooManyClient, limit)
+		}
+	}
 	if len(s.sessions) >= s.cfg.MaxSessions {
 		return errTooMany
 	}
@@ -248,31 +288,6 @@ func (s *Server) Sessions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.sessions)
-}
-
-// Shutdown ends every capture session (each client gets its ISBs and the
-// close reason "service shutting down") and waits for them until ctx ends.
-// Call it after http.Server.Shutdown, which does not wait for hijacked
-// WebSocket connections.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.shutdown()
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		<-s.watcherDone
-		if s.pool != nil {
-			s.pool.Close()
-		}
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // newID returns a short random session ID for logs.

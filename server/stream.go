@@ -62,14 +62,16 @@ func newStream(ctx context.Context, limit int64, ifDesc string) *stream {
 }
 
 // WritePacket appends one EPB, sending the buffer first if the EPB would
-// not fit. It blocks while all buffers are in flight.
+// not fit. It blocks while all buffers are in flight. It returns nil
+// exactly when the packet is in the stream (counted as delivered): a full
+// buffer is sent by the next WritePacket, Idle or finish, so a send that
+// fails never un-writes a packet already appended.
 func (s *stream) WritePacket(p *capture.Packet) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.limit > 0 && s.written >= s.limit {
 		return errLimit
 	}
-	s.written++
 	s.pkt = pcapng.Packet{
 		InterfaceID: uint32(p.Interface),
 		Timestamp:   p.Timestamp,
@@ -84,10 +86,8 @@ func (s *stream) WritePacket(p *capture.Packet) error {
 			return err
 		}
 	}
+	s.written++
 	s.buf = pcapng.AppendEPB(s.buf, &s.pkt, p.Data)
-	if len(s.buf) >= messageSize {
-		return s.sendLocked()
-	}
 	return nil
 }
 

@@ -14,11 +14,13 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/packetflix/packetflix/capture"
 	"github.com/packetflix/packetflix/discovery"
 	"github.com/packetflix/packetflix/server"
 	flag "github.com/spf13/pflag"
@@ -84,7 +86,14 @@ func versionFrom(base, module, rev string, dirty bool) string {
 	return base + "+" + rev
 }
 
+// defaultShutdownTimeout bounds SIGTERM handling: a kubelet waits 30 s
+// (terminationGracePeriodSeconds) before SIGKILL; 5 s leaves room and is
+// long enough for every reading client to get its ISBs.
+const defaultShutdownTimeout = 5 * time.Second
+
 func main() {
+	// First: this binary is also its own filter compiler child.
+	capture.MaybeRunFilterCompiler()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "packetflix:", err)
 		os.Exit(1)
@@ -94,6 +103,7 @@ func main() {
 func run() error {
 	fs := flag.NewFlagSet("packetflix", flag.ContinueOnError)
 	port := fs.IntP("port", "p", 5001, "TCP port to serve the API on")
+	listen := fs.String("listen", "", "address to serve the API on: an IP address or host name, with an optional :port that replaces --port (default: all addresses)")
 	debugLog := fs.Bool("debug", false, "log at debug level")
 	logRequests := fs.Bool("log-requests", false, "log every HTTP request")
 	logHeaders := fs.Bool("log-headers", false, "log request headers (with --log-requests)")
@@ -105,6 +115,10 @@ func run() error {
 	authTokenFile := fs.String("auth-token-file", "", "file holding a token that clients must send as \"Authorization: Bearer <token>\"")
 	denyHostNetNS := fs.Bool("deny-host-netns", false, "refuse captures from the service's own network namespace")
 	idleRings := fs.Int("idle-rings", server.DefaultIdleRings, "rings of ended captures kept for reuse by the next capture of the same interface (0: none)")
+	maxPerClient := fs.Int("max-sessions-per-client", server.DefaultMaxSessionsPerClient, "most concurrent capture sessions of one client address (IPv4 address or IPv6 /64; 0: no cap)")
+	allowOrigins := fs.StringArray("allow-origin", nil, "a web origin whose pages may use the API besides the service's own host: host pattern (*.example.com) or scheme://host pattern; repeatable")
+	allowHosts := fs.StringArray("allow-host", nil, "a host name (pattern, optional :port) requests may name in Host; when given, other names get 421 (addresses and localhost always work); repeatable")
+	shutdownTimeout := fs.Duration("shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, end sessions (ISBs, close) within this long; clients that do not read are cut off before it ends")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -118,6 +132,15 @@ func run() error {
 	}
 	if *port < 1 || *port > 65535 {
 		return fmt.Errorf("port %d out of range 1-65535", *port)
+	}
+	addr, err := listenAddress(*listen, *port, fs.Changed("port"))
+	if err != nil {
+		return err
+	}
+	for _, p := range append(slices.Clone(*allowOrigins), *allowHosts...) {
+		if err := server.CheckPattern(p); err != nil {
+			return fmt.Errorf("--allow-origin/--allow-host: %w", err)
+		}
 	}
 
 	zc := zap.NewProductionConfig()
@@ -179,18 +202,22 @@ func run() error {
 		AuthToken:      token,
 		DenyHostNetNS:  *denyHostNetNS,
 		IdleRings:      idleRingsConfig(*idleRings),
+
+		MaxSessionsPerClient: perClientConfig(*maxPerClient),
+		AllowOrigins:         *allowOrigins,
+		AllowHosts:           *allowHosts,
 	})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(*port)))
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	hs := &http.Server{ErrorLog: zap.NewStdLog(log.Named("http"))}
 	srv.Configure(hs)
-	log.Info("packetflix listening", zap.String("version", buildVersion()), zap.Int("port", *port))
+	log.Info("packetflix listening", zap.String("version", buildVersion()), zap.String("address", ln.Addr().String()))
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 
@@ -199,18 +226,51 @@ func run() error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	log.Info("shutting down", zap.Duration("timeout", *shutdownTimeout))
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
 	// Both at once: http.Server.Shutdown stops accepting and waits for
 	// plain-HTTP captures, which end only when srv.Shutdown ends them.
 	done := make(chan error, 1)
 	go func() { done <- srv.Shutdown(sctx) }()
-	_ = hs.Shutdown(sctx)
+	if err := hs.Shutdown(sctx); err != nil {
+		// Idle keep-alive connections or a request still being served:
+		// nothing of ours is lost by closing them now.
+		_ = hs.Close()
+	}
 	if err := <-done; err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// listenAddress is the address to listen on, from --listen and --port.
+// --listen names the host part (empty: all addresses; an IPv6 address
+// with or without brackets); a port in it replaces --port, and an explicit
+// --port that disagrees is an error rather than a silent choice.
+func listenAddress(listen string, port int, portSet bool) (string, error) {
+	host, p, err := net.SplitHostPort(listen)
+	if err != nil {
+		// No port: the whole value is the host.
+		host = strings.TrimSuffix(strings.TrimPrefix(listen, "["), "]")
+		return net.JoinHostPort(host, strconv.Itoa(port)), nil
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 || n > 65535 {
+		return "", fmt.Errorf("--listen %s: port %q is not 0-65535", listen, p)
+	}
+	if portSet && n != port {
+		return "", fmt.Errorf("--listen %s and --port %d name different ports", listen, port)
+	}
+	return net.JoinHostPort(host, p), nil
+}
+
+// perClientConfig maps the flag (0: no cap) to server.Config (0: default).
+func perClientConfig(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 // idleRingsConfig maps the flag (0: none) to server.Config (0: default).

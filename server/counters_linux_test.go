@@ -1,0 +1,237 @@
+package server_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/url"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/packetflix/packetflix/internal/testns"
+	"golang.org/x/sys/unix"
+)
+
+// stallConn stops reading while stalled, as a client that stopped reading
+// (its TCP window closes, the service's writes block).
+type stallConn struct {
+	net.Conn
+	mu     sync.Mutex
+	resume chan struct{}
+}
+
+func (c *stallConn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	ch := c.resume
+	c.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *stallConn) stall() {
+	c.mu.Lock()
+	c.resume = make(chan struct{})
+	c.mu.Unlock()
+}
+
+func (c *stallConn) unstall() {
+	c.mu.Lock()
+	close(c.resume)
+	c.resume = nil
+	c.mu.Unlock()
+}
+
+// ifCounters is one interface's counters in /api/v1/captures.
+type ifCounters struct{ received, delivered, kdropped, skipped, dropped, pending uint64 }
+
+func apiCounters(t *testing.T, ts string) (id string, c ifCounters, ok bool) {
+	t.Helper()
+	_, body := getJSON(t, "GET", ts+"/api/v1/captures", nil)
+	caps, _ := body["captures"].([]any)
+	if len(caps) != 1 {
+		return "", c, false
+	}
+	cp := caps[0].(map[string]any)
+	ifs, _ := cp["interfaces"].([]any)
+	if len(ifs) != 1 {
+		return "", c, false
+	}
+	m := ifs[0].(map[string]any)
+	u := func(k string) uint64 { v, _ := m[k].(float64); return uint64(v) }
+	return cp["id"].(string), ifCounters{u("kernel_received"), u("packets"), u("kernel_dropped"), u("skipped"), u("dropped"), u("pending")}, true
+}
+
+// TestIntegrationStalledClientCounters: a WebSocket client stops reading
+// during a UDP flood. While it is stalled, /api/v1/captures shows received
+// and dropped advancing; afterwards the API and the ISB agree that received
+// = delivered + dropped, with received = what was sent and delivered = the
+// EPBs in the stream.
+func TestIntegrationStalledClientCounters(t *testing.T) {
+	h := newHosts(t, false)
+	_, ts := startServer(t)
+	mac := strings.Fields(h.b.IP("-br", "link", "show", "dev", "eth0"))[2]
+	h.a.IP("neigh", "replace", "198.18.1.2", "lladdr", mac, "dev", "eth0", "nud", "permanent")
+
+	var sc *stallConn
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		sc = &stallConn{Conn: c}
+		return sc, nil
+	}}}
+	u := url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http")+"/capture?"+u.Encode(), &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(4 << 20)
+	var mu sync.Mutex
+	var data []byte
+	readDone := make(chan websocket.CloseError, 1)
+	go func() {
+		var ce websocket.CloseError
+		for {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				asClose(err, &ce)
+				readDone <- ce
+				return
+			}
+			mu.Lock()
+			data = append(data, b...)
+			mu.Unlock()
+		}
+	}()
+	waitUntil(t, "stream header", func() bool { mu.Lock(); defer mu.Unlock(); return len(data) > 0 })
+	sc.stall()
+
+	fctx, stopFlood := context.WithCancel(context.Background())
+	var sent atomic.Int64
+	var fwg sync.WaitGroup
+	ua := h.a.UDP("198.18.1.1:4000")
+	dst := &net.UDPAddr{IP: net.IPv4(198, 18, 1, 2), Port: 4000}
+	fwg.Go(func() {
+		for i := 0; fctx.Err() == nil; i++ {
+			if _, err := ua.WriteToUDP(payload('S', i), dst); err == nil {
+				sent.Add(1)
+			}
+		}
+	})
+	defer func() { stopFlood(); fwg.Wait() }()
+
+	// Stalled: the sender blocks on the socket, the reader on the send
+	// queue; the API must still show the kernel counting.
+	var first, later ifCounters
+	waitUntil(t, "drops while stalled", func() bool {
+		_, first, _ = apiCounters(t, ts.URL)
+		return first.kdropped > 0
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, later, _ = apiCounters(t, ts.URL)
+		if later.received > first.received && later.dropped > first.dropped && later.kdropped > first.kdropped {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counters frozen while the client is stalled: %+v then %+v", first, later)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, x := range []ifCounters{first, later} {
+		if x.received != x.delivered+x.dropped+x.pending || x.dropped != x.kdropped+x.skipped {
+			t.Fatalf("API counters do not add up while stalled: %+v", x)
+		}
+	}
+	t.Logf("stalled: %+v, later %+v", first, later)
+	stopFlood()
+	fwg.Wait()
+	sc.unstall()
+
+	var id string
+	var end ifCounters
+	waitUntil(t, "everything accounted for in the API", func() bool {
+		id, end, _ = apiCounters(t, ts.URL)
+		return end.pending == 0 && end.received == uint64(sent.Load())
+	})
+	if end.received != end.delivered+end.dropped || end.dropped != end.kdropped+end.skipped {
+		t.Fatalf("API counters at the end: %+v (sent %d)", end, sent.Load())
+	}
+	if code, body := getJSON(t, "DELETE", ts.URL+"/api/v1/captures/"+id, nil); code != 200 {
+		t.Fatalf("DELETE: %d %v", code, body)
+	}
+	ce := <-readDone
+	if ce.Code != websocket.StatusNormalClosure {
+		t.Fatalf("close %d %q", ce.Code, ce.Reason)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	s := parse(t, data)
+	st := s.isbs[0].Stats
+	t.Logf("sent %d; API %+v; ISB received %d delivered %d dropped %d; %d EPBs", sent.Load(), end, st.Received, st.Delivered, st.Dropped, len(s.pkts))
+	if st.Received != st.Delivered+st.Dropped || st.Received != uint64(sent.Load()) || uint64(len(s.pkts)) != st.Delivered ||
+		st.Delivered < end.delivered || st.Dropped == 0 {
+		t.Fatalf("ISB %+v, %d EPBs, sent %d, API at the end %+v", *st, len(s.pkts), sent.Load(), end)
+	}
+}
+
+// TestIntegrationCookedTshark: an interface of a hardware type libpcap has
+// no link type for (a tun set to ARPHRD_IPGRE) is streamed as
+// LINKTYPE_LINUX_SLL2, and tshark decodes the freshly written stream: the
+// cooked header's fields and the IP/UDP packet after it.
+func TestIntegrationCookedTshark(t *testing.T) {
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Skip("tshark not installed")
+	}
+	a := testns.New(t)
+	tun := a.Tun("gre7")
+	if err := unix.IoctlSetInt(int(tun.Fd()), unix.TUNSETLINK, unix.ARPHRD_IPGRE); err != nil {
+		t.Fatalf("TUNSETLINK: %v", err)
+	}
+	a.IP("link", "set", "gre7", "up")
+	_, ts := startServer(t)
+	cl := dial(t, ts, q("netns", ino(a), "nif", "gre7"), nil)
+	cl.waitLive()
+	for i := 0; i < 3; i++ {
+		pkt := testns.IPv4UDP(net.IPv4(198, 18, 9, 2), net.IPv4(198, 18, 9, 1), 4000, 4001, payload('G', i))
+		if _, err := tun.Write(pkt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "3 packets", func() bool { return len(parse(t, cl.bytes()).pkts) >= 3 })
+	cl.stop()
+	data := cl.bytes()
+	if lt := parse(t, data).ifaces[0].LinkType; lt != 276 {
+		t.Fatalf("IDB link type %d, want LINUX_SLL2 (276)", lt)
+	}
+	ctx, cancelT := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelT()
+	out, err := exec.CommandContext(ctx, "tshark", "-r", writeFile(t, data), "-T", "fields",
+		"-e", "frame.interface_name", "-e", "sll.hatype", "-e", "sll.pkttype", "-e", "ip.src", "-e", "udp.dstport").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("tshark read %d packets, want 3:\n%s", len(lines), out)
+	}
+	for _, l := range lines {
+		// The protocol field (0x0800) is shown as sll.gretype for
+		// ARPHRD_IPGRE; that tshark finds the IP packet behind it says it
+		// was read.
+		if f := strings.Split(l, "\t"); len(f) != 5 || f[0] != "gre7" || f[1] != "778" || f[2] != "0" || f[3] != "198.18.9.2" || f[4] != "4001" {
+			t.Fatalf("tshark line %q, want gre7, hatype 778, pkttype 0, 198.18.9.2, port 4001", l)
+		}
+	}
+}
