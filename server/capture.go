@@ -119,9 +119,12 @@ func (t *wsTransport) refuse(err error) {
 func (t *wsTransport) end(err error, clientGone bool) {
 	t.gate.release()
 	// Close writes the close frame and waits for the client's answer on
-	// timers of its own; at a shutdown's hard stop (t.ctx ends) a client
-	// that does not read must not hold it up.
-	defer context.AfterFunc(t.ctx, func() { t.c.CloseNow() })()
+	// timers of its own (5 s each); at a shutdown's hard stop (t.ctx ends)
+	// a client that does not read must not hold it up. CloseNow does
+	// nothing once Close has begun (coder/websocket v1.8.15 close.go), so
+	// the connection under the library is closed instead: every read and
+	// write on it fails at once.
+	defer context.AfterFunc(t.ctx, func() { _ = t.gate.Close() })()
 	switch {
 	case errors.Is(err, errClientClosing):
 		// The ISBs are queued and sent: now coder/websocket may read the
