@@ -129,13 +129,15 @@ func TestIntegrationResolveByName(t *testing.T) {
 	u1 := node.UDP("198.18.20.1:4000")
 	u2 := node.UDP("198.18.21.1:4000")
 
-	capture := func(t *testing.T, qv url.Values, hdr http.Header) *stream {
+	// capture sends 5 test packets out of eth1 and 5 out of eth2 and
+	// returns the stream once want of them arrived.
+	capture := func(t *testing.T, want int, qv url.Values, hdr http.Header) *stream {
 		t.Helper()
 		cl := dial(t, ts, qv, hdr)
 		cl.waitLive()
 		send(t, u1, "198.18.20.2:4000", '1', 5)
 		send(t, u2, "198.18.21.2:4000", '2', 5)
-		time.Sleep(30 * time.Millisecond)
+		cl.waitPackets(want)
 		cl.stop()
 		return parse(t, cl.bytes())
 	}
@@ -151,7 +153,7 @@ func TestIntegrationResolveByName(t *testing.T) {
 		oldCmd.Process.Kill()
 		oldCmd.Wait()
 		ref := fmt.Sprintf(`{"netns":%d,"pid":%d,"starttime":%d,"name":"clab-lab-node1","prefix":"","type":"docker"}`, old.Inode, oldPID, oldStart)
-		s := capture(t, q("container", ref), nil)
+		s := capture(t, 10, q("container", ref), nil)
 		if names(s) != "lo,eth1,eth2" || len(s.ours(t)) != 10 {
 			t.Fatalf("interfaces %s, %d test packets; want node's lo,eth1,eth2 and 10", names(s), len(s.ours(t)))
 		}
@@ -161,21 +163,21 @@ func TestIntegrationResolveByName(t *testing.T) {
 	})
 	t.Run("containerlab name only with nif", func(t *testing.T) {
 		ref := `{"network-interfaces":["eth1"],"name":"clab-lab-node1","type":"docker"}`
-		s := capture(t, q("container", ref, "nif", "eth1"), http.Header{"Clustershark-Container": {ref}, "Clustershark-Nif": {"eth1"}})
+		s := capture(t, 5, q("container", ref, "nif", "eth1"), http.Header{"Clustershark-Container": {ref}, "Clustershark-Nif": {"eth1"}})
 		if names(s) != "eth1" || len(s.ours(t)) != 5 {
 			t.Fatalf("interfaces %s, %d packets", names(s), len(s.ours(t)))
 		}
 	})
 	t.Run("placeholder netns and name keeps the reference's interfaces", func(t *testing.T) {
 		ref := fmt.Sprintf(`{"netns":%d,"network-interfaces":["eth2","eth1"],"name":"clab-lab-node1","prefix":""}`, old.Inode)
-		s := capture(t, q("container", ref), nil)
+		s := capture(t, 10, q("container", ref), nil)
 		if names(s) != "eth2,eth1" || len(s.ours(t)) != 10 {
 			t.Fatalf("interfaces %s, %d packets", names(s), len(s.ours(t)))
 		}
 	})
 	t.Run("explicit nif beats the reference", func(t *testing.T) {
 		ref := `{"network-interfaces":["eth2"],"name":"clab-lab-node1"}`
-		s := capture(t, q("container", ref, "nif", "eth1"), nil)
+		s := capture(t, 5, q("container", ref, "nif", "eth1"), nil)
 		if names(s) != "eth1" {
 			t.Fatalf("interfaces %s", names(s))
 		}

@@ -194,14 +194,14 @@ func (s *stream) ours(t *testing.T) map[string]*pcapng.Block {
 // waitPackets waits until the stream holds at least n test packets.
 func (cl *client) waitPackets(n int) *stream {
 	cl.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for {
 		s := parse(cl.t, cl.bytes())
 		if len(s.ours(cl.t)) >= n {
 			return s
 		}
 		if time.Now().After(deadline) {
-			cl.t.Fatalf("got %d of %d test packets after 5 s", len(s.ours(cl.t)), n)
+			cl.t.Fatalf("got %d of %d test packets after %v", len(s.ours(cl.t)), n, waitLimit)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -211,10 +211,10 @@ func (cl *client) waitPackets(n int) *stream {
 // the server sends once the rings are open.
 func (cl *client) waitLive() {
 	cl.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for len(parse(cl.t, cl.bytes()).ifaces) == 0 {
 		if time.Now().After(deadline) {
-			cl.t.Fatal("no stream header within 5 s")
+			cl.t.Fatalf("no stream header within %v", waitLimit)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

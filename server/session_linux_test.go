@@ -94,7 +94,11 @@ func TestIntegrationSlowClientDropsCounted(t *testing.T) {
 			sent++
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The kernel has counted every packet before the capture ends.
+	waitUntil(t, "the kernel to count every packet sent", func() bool {
+		_, c, ok := apiCounters(t, ts.URL)
+		return ok && c.received >= uint64(sent)
+	})
 	h.b.IP("link", "del", "eth0") // the server ends the capture and sends ISBs
 
 	data := append([]byte(nil), hdr...)
@@ -192,7 +196,7 @@ func TestIntegrationVLANTagRestored(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	var found int
 	for time.Now().Before(deadline) && found < 3 {
 		found = 0
@@ -281,12 +285,12 @@ func TestIntegrationContainerReference(t *testing.T) {
 // netns.
 func TestIntegrationNoLeaks(t *testing.T) {
 	h := newHosts(t, false)
-	_, ts := startServer(t, noPool) // idle rings would hold fds on purpose
+	srv, ts := startServer(t, noPool) // idle rings would hold fds on purpose
 	// Warm up lazily started runtime and http goroutines.
 	cl := dial(t, ts, q("netns", ino(h.a)), nil)
 	cl.waitLive()
 	cl.stop()
-	time.Sleep(100 * time.Millisecond)
+	waitUntil(t, "the warm-up session to end", func() bool { return srv.Sessions() == 0 })
 	g0, fd0 := runtime.NumGoroutine(), countFDs(t)
 
 	for i := 0; i < 30; i++ {
@@ -342,7 +346,14 @@ func TestIntegrationClientCloseGetsISBs(t *testing.T) {
 		}
 		data = append(data, b...)
 		send(t, h.a.UDP(fmt.Sprintf("198.18.1.1:%d", 4000+i)), "198.18.1.2:4000", 'Z', 25)
-		time.Sleep(50 * time.Millisecond)
+		// The 25 are read from the ring before the close. (Packets still in
+		// the ring's open block when a client closes are counted as
+		// dropped, not delivered: the kernel hands a block over only when
+		// it is full or its timeout passes.)
+		waitUntil(t, "the 25 packets delivered", func() bool {
+			_, c, ok := apiCounters(t, ts.URL)
+			return ok && c.delivered >= 25
+		})
 		start := time.Now()
 		w.sendClose(1000)
 		var closeCode uint16
