@@ -64,7 +64,36 @@
 //
 // Open sets up the sockets inside the target network namespace (on a
 // locked thread, through netns.Do); from then on the sockets belong to that
-// namespace and are read from ordinary goroutines, one per interface.
+// namespace and are read from ordinary goroutines, one per interface. At
+// most MaxSetupThreads rings of one capture, and 16 in the process, are set
+// up at once, so a netns with many interfaces costs a bounded number of
+// locked threads.
+//
+// # Ring memory
+//
+// Each ring locks RingOptions.Size() bytes of kernel memory that no cgroup
+// accounts for. Config.MaxInterfaces and Config.MaxRingMemory cap one
+// capture; a Budget caps a whole service, counting idle rings in a Pool,
+// which gives them back before a capture is refused. A capture over a cap
+// fails with a *LimitError before any ring is opened.
+//
+// # Pooled rings and namespaces
+//
+// A packet socket holds its network namespace, so a ring kept in the Pool
+// would keep a deleted container's namespace, and its interfaces (the veth
+// peer outside, names a lab tool wants back), alive for the pool's TTL.
+// The Pool lets go at once instead: while it holds idle rings, one watcher
+// goroutine waits in poll(2) for a change to the mount table (our
+// /proc/self/mountinfo and, if PID 1 is in another mount namespace, PID
+// 1's: `ip netns del`, Docker removing its netns mount) and for the exit
+// of one process per pooled namespace that has no bind mount (a pidfd).
+// On each it scans /proc (netns.Finder.LiveHolders) and closes the idle
+// rings of namespaces that nothing but us holds; the kernel then frees the
+// namespace. Measured: the veth peer is gone 25-45 ms after `ip netns del`
+// or after the namespace's last process was killed (see
+// docs/reliability.md). A namespace held only by threads, or one whose
+// last process left it by setns(2) without exiting, is looked at again
+// every second. An empty pool runs no goroutine.
 //
 // # Ownership
 //

@@ -23,6 +23,11 @@ import (
 // counters cleared before it can be taken again, and the next capture
 // attaches its own filter before binding: nothing of one capture reaches
 // another. Safe for concurrent use; Close releases everything.
+//
+// An idle ring's socket keeps its network namespace alive, and with it the
+// namespace's interfaces (a veth peer elsewhere, names that a lab tool
+// wants to reuse). So the pool closes an idle ring as soon as its
+// namespace has no holder left but us: see watch (poolwatch_linux.go).
 type Pool struct {
 	ttl     time.Duration
 	maxIdle int
@@ -31,9 +36,12 @@ type Pool struct {
 	idle   map[poolKey][]pooled
 	count  int
 	closed bool
+	// The watcher runs while rings are idle (watching); wakeFD is its
+	// eventfd, -1 when it has none. Both change under mu only.
+	watching bool
+	wakeFD   int
 
-	wg   sync.WaitGroup // give's background work and the janitor
-	stop chan struct{}
+	wg sync.WaitGroup // give's background work and the watcher
 }
 
 // poolKey says which rings are interchangeable: same netns, same interface
@@ -53,12 +61,11 @@ type pooled struct {
 }
 
 // NewPool returns a pool that keeps at most maxIdle rings, each for at most
-// ttl. Each idle ring holds its kernel memory (RingOptions: 4 MiB by
-// default).
+// ttl, and no longer than their network namespace lives. Each idle ring
+// holds its kernel memory (RingOptions: 4 MiB by default). An empty pool
+// runs no goroutine.
 func NewPool(maxIdle int, ttl time.Duration) *Pool {
-	p := &Pool{ttl: ttl, maxIdle: maxIdle, idle: map[poolKey][]pooled{}, stop: make(chan struct{})}
-	p.wg.Go(p.janitor)
-	return p
+	return &Pool{ttl: ttl, maxIdle: maxIdle, idle: map[poolKey][]pooled{}, wakeFD: -1}
 }
 
 // take returns an idle ring for k, or nil.
@@ -75,6 +82,9 @@ func (p *Pool) take(k poolKey) *ring {
 	r := rs[len(rs)-1].r
 	p.idle[k] = rs[:len(rs)-1]
 	p.count--
+	if p.count == 0 {
+		p.wakeLocked() // so that the watcher ends
+	}
 	return r
 }
 
@@ -104,42 +114,39 @@ func (p *Pool) give(k poolKey, r *ring, promisc bool) {
 		}
 		p.idle[k] = append(p.idle[k], pooled{r: r, since: time.Now()})
 		p.count++
+		p.watchLocked()
 	}()
 }
 
-// janitor closes rings idle longer than the TTL.
-func (p *Pool) janitor() {
-	t := time.NewTicker(p.ttl / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case now := <-t.C:
-			var old []*ring
-			p.mu.Lock()
-			for k, rs := range p.idle {
-				keep := rs[:0]
-				for _, x := range rs {
-					if now.Sub(x.since) > p.ttl {
-						old = append(old, x.r)
-						p.count--
-					} else {
-						keep = append(keep, x)
-					}
+// expire closes rings idle longer than the TTL and returns when the next
+// one will be.
+func (p *Pool) expire(now time.Time) (next time.Time) {
+	var old []*ring
+	p.mu.Lock()
+	for k, rs := range p.idle {
+		keep := rs[:0]
+		for _, x := range rs {
+			if now.Sub(x.since) >= p.ttl {
+				old = append(old, x.r)
+				p.count--
+			} else {
+				keep = append(keep, x)
+				if at := x.since.Add(p.ttl); next.IsZero() || at.Before(next) {
+					next = at
 				}
-				if len(keep) == 0 {
-					delete(p.idle, k)
-				} else {
-					p.idle[k] = keep
-				}
-			}
-			p.mu.Unlock()
-			for _, r := range old {
-				r.close()
 			}
 		}
+		if len(keep) == 0 {
+			delete(p.idle, k)
+		} else {
+			p.idle[k] = keep
+		}
 	}
+	p.mu.Unlock()
+	for _, r := range old {
+		r.close()
+	}
+	return next
 }
 
 // Idle returns how many rings wait for reuse.
@@ -157,7 +164,7 @@ func (p *Pool) Close() {
 		return
 	}
 	p.closed = true
-	close(p.stop)
+	p.wakeLocked()
 	idle := p.idle
 	p.idle, p.count = nil, 0
 	p.mu.Unlock()
@@ -242,7 +249,8 @@ func (r *ring) reuse(ifindex int, prog []unix.SockFilter, promisc bool) error {
 
 // Evict closes the idle rings of namespaces for which live reports false:
 // an idle ring keeps its namespace alive, which must not outlast the
-// container it belonged to.
+// container it belonged to. The pool's own watcher calls it when a
+// namespace may have lost its last holder.
 func (p *Pool) Evict(live func(ino uint64) bool) {
 	var gone []*ring
 	p.mu.Lock()
@@ -254,6 +262,9 @@ func (p *Pool) Evict(live func(ino uint64) bool) {
 			p.count -= len(rs)
 			delete(p.idle, k)
 		}
+	}
+	if len(gone) > 0 && p.count == 0 {
+		p.wakeLocked()
 	}
 	p.mu.Unlock()
 	for _, r := range gone {

@@ -45,6 +45,17 @@ type RingOptions struct {
 // which bounds the latency a quiet capture adds.
 var DefaultRingOptions = RingOptions{BlockSize: 256 << 10, NumBlocks: 16, BlockTimeout: 2 * time.Millisecond}
 
+// WithDefaults returns o with its zero fields set from DefaultRingOptions:
+// the geometry a capture with these options gets.
+func (o RingOptions) WithDefaults() RingOptions { return o.withDefaults() }
+
+// Size is the memory one ring of these options locks: BlockSize x
+// NumBlocks, after defaults.
+func (o RingOptions) Size() int64 {
+	o = o.withDefaults()
+	return int64(o.BlockSize) * int64(o.NumBlocks)
+}
+
 func (o RingOptions) withDefaults() RingOptions {
 	if o.BlockSize <= 0 {
 		o.BlockSize = DefaultRingOptions.BlockSize
@@ -99,6 +110,12 @@ type ring struct {
 	notBefore int64
 	key       poolKey // for Pool: which captures may reuse it
 	promisc   bool    // holds a promiscuous membership
+
+	// budget was charged charged bytes for this ring when it was opened;
+	// close gives them back, wherever the ring is then (a reader, the
+	// Pool, a failed Open).
+	budget  *Budget
+	charged int64
 }
 
 // openRing creates the socket in the calling thread's netns (so it must run
@@ -189,6 +206,8 @@ func (r *ring) close() {
 		return
 	}
 	r.closed = true
+	// Released after the socket is closed, which frees the ring.
+	defer r.budget.release(r.charged)
 	if r.mem != nil {
 		_ = unix.Munmap(r.mem)
 		r.mem = nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/packetflix/packetflix/netns"
@@ -36,7 +37,41 @@ type Config struct {
 	// Pool, if set, lends rings of ended captures and takes this
 	// capture's rings back when it ends.
 	Pool *Pool
+
+	// MaxInterfaces caps the interfaces of this capture, counting those
+	// that join an all-interfaces capture later (which are left out once
+	// it is reached); 0 means no cap. Over it, Open fails with
+	// ErrTooManyInterfaces.
+	MaxInterfaces int
+	// MaxRingMemory caps the bytes this capture's rings lock (Ring.Size()
+	// per interface), enforced like MaxInterfaces; 0 means no cap. Over
+	// it, Open fails with ErrSessionRingMemory.
+	MaxRingMemory int64
+	// Budget, if set, is charged for every ring this capture opens, until
+	// the ring is closed (also when that happens in Pool, later); when it
+	// has not enough left even after Pool gave back its idle rings, Open
+	// fails with ErrRingMemory.
+	Budget *Budget
 }
+
+// Ring set-up runs on locked OS threads (netns.Do), each of which the Go
+// runtime keeps once created: at most MaxSetupThreads run at once for one
+// capture and maxSetupThreadsTotal for the whole process, so that a netns
+// with hundreds of interfaces, or many captures at once, cannot make the
+// process create a thread per interface. Ring set-up mostly waits for an
+// RCU grace period (synchronize_net, ~16 ms), so a few concurrent ones
+// already overlap most of that wait.
+const (
+	MaxSetupThreads      = 4
+	maxSetupThreadsTotal = 16
+)
+
+// setupSlots is the process-wide bound on concurrent ring set-ups.
+var setupSlots = make(chan struct{}, maxSetupThreadsTotal)
+
+// setupActive and setupPeak count ring set-ups inside netns.Do, for the
+// tests of the bound.
+var setupActive, setupPeak atomic.Int64
 
 // Interface describes one captured interface. Its position in
 // Session.Interfaces is the Packet.Interface value of its packets.
@@ -187,7 +222,13 @@ func OpenContext(ctx context.Context, cfg Config) (*Session, error) {
 		return nil, &OpError{Op: OpListInterfaces, NetNS: ino, Err: err}
 	}
 	sel, err := selectLinks(links, cfg.Interfaces, ino)
+	if err == nil {
+		err = checkCaps(cfg, len(sel), ino)
+	}
 	if err != nil {
+		if mon != nil {
+			mon.close()
+		}
 		return nil, err
 	}
 	s := &Session{netns: ino, nsID: cfg.NetNS.ID(), cfg: cfg, progs: progs, mon: mon}
@@ -206,15 +247,37 @@ func OpenContext(ctx context.Context, cfg Config) (*Session, error) {
 	return s, nil
 }
 
-// openRings opens one ring per link, one Do per interface, concurrently:
-// setting up a ring waits for an RCU grace period in the kernel
-// (synchronize_net in packet_set_ring, about 16 ms here), and concurrent
-// waits overlap.
+// checkCaps refuses a capture of n interfaces that is over a per-capture
+// cap, before anything is opened.
+func checkCaps(cfg Config, n int, ino uint64) error {
+	if cfg.MaxInterfaces > 0 && n > cfg.MaxInterfaces {
+		return &OpError{Op: OpOpenRing, NetNS: ino, Err: &LimitError{Err: ErrTooManyInterfaces, Want: int64(n), Max: int64(cfg.MaxInterfaces)}}
+	}
+	if want := int64(n) * cfg.Ring.Size(); cfg.MaxRingMemory > 0 && want > cfg.MaxRingMemory {
+		return &OpError{Op: OpOpenRing, NetNS: ino, Err: &LimitError{Err: ErrSessionRingMemory, Want: want, Max: cfg.MaxRingMemory}}
+	}
+	return nil
+}
+
+// openRings opens one ring per link, one Do per interface, up to
+// MaxSetupThreads at once: setting up a ring waits for an RCU grace period
+// in the kernel (synchronize_net in packet_set_ring, about 16 ms here), and
+// concurrent waits overlap. Rings taken from the Pool are already charged
+// to the Budget; the others are charged, all at once, before any is
+// opened.
 func (s *Session) openRings(ns *netns.NetNS, sel []link) ([]Interface, []*ring, error) {
 	ifaces := make([]Interface, len(sel))
 	rings := make([]*ring, len(sel))
 	errs := make([]error, len(sel))
-	var wg sync.WaitGroup
+	type fresh struct {
+		i    int
+		l    link
+		st   int
+		prog []unix.SockFilter
+		key  poolKey
+		lm   linkMode
+	}
+	var todo []fresh
 	for i, l := range sel {
 		lm := linkTypeFor(l.hatype)
 		lt, st := lm.filterType, lm.sockType
@@ -239,17 +302,43 @@ func (s *Session) openRings(ns *netns.NetNS, sel []link) ([]Interface, []*ring, 
 			}
 			r.close() // e.g. the interface is gone: open afresh, or fail there
 		}
+		todo = append(todo, fresh{i, l, st, prog, key, lm})
+	}
+	size := s.cfg.Ring.Size()
+	if err := errors.Join(errs...); err != nil {
+		todo = nil // failed already: open nothing more
+	} else if err := s.cfg.Budget.charge(int64(len(todo))*size, s.cfg.Pool); err != nil {
+		errs = append(errs, &OpError{Op: OpOpenRing, NetNS: s.netns, Err: err})
+		todo = nil
+	}
+	var wg sync.WaitGroup
+	threads := make(chan struct{}, MaxSetupThreads)
+	for _, f := range todo {
+		threads <- struct{}{}
 		wg.Go(func() {
-			errs[i] = netns.Do(ns, func() error {
-				r, err := openRing(l.index, st, prog, l.hatype == unix.ARPHRD_LOOPBACK, s.cfg.Promiscuous, s.cfg.Ring)
-				if err != nil {
-					return &OpError{Op: OpOpenRing, NetNS: s.netns, Interface: l.name, Err: err}
+			defer func() { <-threads }()
+			setupSlots <- struct{}{}
+			defer func() { <-setupSlots }()
+			errs[f.i] = netns.Do(ns, func() error {
+				n := setupActive.Add(1)
+				defer setupActive.Add(-1)
+				for p := setupPeak.Load(); n > p && !setupPeak.CompareAndSwap(p, n); p = setupPeak.Load() {
 				}
-				r.key = key
-				r.cooked, r.cookedSnap = lm.cooked, cookedSnap(s.cfg.Snaplen)
-				rings[i] = r
+				r, err := openRing(f.l.index, f.st, f.prog, f.l.hatype == unix.ARPHRD_LOOPBACK, s.cfg.Promiscuous, s.cfg.Ring)
+				if err != nil {
+					return &OpError{Op: OpOpenRing, NetNS: s.netns, Interface: f.l.name, Err: err}
+				}
+				r.key = f.key
+				r.cooked, r.cookedSnap = f.lm.cooked, cookedSnap(s.cfg.Snaplen)
+				rings[f.i] = r
 				return nil
 			})
+			if rings[f.i] != nil {
+				// From here the ring gives its charge back when it closes.
+				rings[f.i].budget, rings[f.i].charged = s.cfg.Budget, size
+			} else {
+				s.cfg.Budget.release(size)
+			}
 		})
 	}
 	wg.Wait()
@@ -434,13 +523,20 @@ func (s *Session) watchLinks(ctx context.Context, sink Sink, start func(int, *ri
 		for _, l := range links {
 			s.mu.Lock()
 			known := slices.ContainsFunc(s.ifaces, func(f Interface) bool { return f.Index == l.index })
+			n := len(s.ifaces)
 			s.mu.Unlock()
 			if known {
 				continue
 			}
+			if checkCaps(s.cfg, n+1, s.netns) != nil {
+				// Over a per-capture cap (interfaces that have vanished
+				// count too): the capture goes on without it.
+				continue
+			}
 			ifaces, rings, err := s.openRings(s.ns, []link{l})
 			if err != nil {
-				// It may be gone already; the capture goes on without it.
+				// It may be gone already, or the service's Budget is
+				// exhausted; the capture goes on without it.
 				continue
 			}
 			s.mu.Lock()

@@ -15,29 +15,64 @@ import (
 // its container or netns is gone. Namespaces held only by an open fd of
 // another process are not seen (scanning every fd is too costly to repeat).
 func (f *Finder) LiveInodes() (map[uint64]struct{}, error) {
+	holders, err := f.LiveHolders()
+	if err != nil {
+		return nil, err
+	}
+	live := make(map[uint64]struct{}, len(holders))
+	for ino := range holders {
+		live[ino] = struct{}{}
+	}
+	return live, nil
+}
+
+// Holder says what keeps a live network namespace alive (LiveHolders).
+type Holder struct {
+	// Mounted: an nsfs bind mount in our or PID 1's mount namespace.
+	Mounted bool
+	// PID is the lowest PID of a process whose main thread is in the
+	// namespace (usually the oldest, such as a container's init), or 0
+	// when only bind mounts or other threads hold it. Someone waiting for
+	// the namespace to lose its last holder can watch this process and
+	// look again when it exits.
+	PID int
+}
+
+// LiveHolders is LiveInodes, one scan of proc, with what holds each
+// namespace.
+func (f *Finder) LiveHolders() (map[uint64]Holder, error) {
 	proc := f.Proc()
-	live := map[uint64]struct{}{}
+	live := map[uint64]Holder{}
 	for _, pid := range []string{"self", "1"} {
 		for _, m := range netMounts(filepath.Join(proc, pid, "mountinfo"), "") {
-			live[m.Ino] = struct{}{}
+			h := live[m.Ino]
+			h.Mounted = true
+			live[m.Ino] = h
 		}
 	}
 	pids, err := ListPIDs(proc)
 	if err != nil {
 		return nil, err
 	}
-	add := func(path string) {
-		if ino, err := LinkInode(path); err == nil {
-			live[ino] = struct{}{}
+	add := func(path string, pid int) {
+		ino, err := LinkInode(path)
+		if err != nil {
+			return
 		}
+		h := live[ino]
+		if pid != 0 && (h.PID == 0 || pid < h.PID) {
+			h.PID = pid
+		}
+		live[ino] = h
 	}
 	for _, pid := range pids {
-		add(filepath.Join(proc, pid, "ns", "net"))
+		n, _ := strconv.Atoi(pid)
+		add(filepath.Join(proc, pid, "ns", "net"), n)
 		tasks, _ := ListPIDs(filepath.Join(proc, pid, "task"))
 		if len(tasks) > 1 {
 			for _, tid := range tasks {
 				if tid != pid {
-					add(filepath.Join(proc, pid, "task", tid, "ns", "net"))
+					add(filepath.Join(proc, pid, "task", tid, "ns", "net"), 0)
 				}
 			}
 		}

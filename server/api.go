@@ -155,7 +155,15 @@ type Info struct {
 	StartTime     time.Time `json:"start_time"`
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	Captures      int       `json:"captures"`
-	Build         BuildInfo `json:"build"`
+	// RingMemoryBytes is the kernel ring memory the service locks now:
+	// running captures' rings and idle rings kept for reuse.
+	RingMemoryBytes int64 `json:"ring_memory_bytes"`
+	// MaxRingMemoryBytes is --max-ring-memory; 0 means no cap.
+	MaxRingMemoryBytes int64 `json:"max_ring_memory_bytes"`
+	// IdleRings counts the rings kept for reuse (part of RingMemoryBytes;
+	// closed, oldest first, when a capture would not fit otherwise).
+	IdleRings int       `json:"idle_rings"`
+	Build     BuildInfo `json:"build"`
 }
 
 // BuildInfo is the VCS state the binary was built from, when known.
@@ -169,6 +177,10 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 	info := Info{
 		Name: Name, Version: s.cfg.Version, GoVersion: runtime.Version(),
 		StartTime: s.started, UptimeSeconds: time.Since(s.started).Seconds(), Captures: len(s.captures()),
+		RingMemoryBytes: s.budget.InUse(), MaxRingMemoryBytes: s.budget.Max(),
+	}
+	if s.pool != nil {
+		info.IdleRings = s.pool.Idle()
 	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, kv := range bi.Settings {
@@ -207,11 +219,16 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 		"ring_block_bytes":       ring.BlockSize,
 		"ring_blocks":            ring.NumBlocks,
 		"ring_block_timeout_ms":  ring.BlockTimeout.Milliseconds(),
-		"message_bytes":          messageSize,
-		"message_buffers":        messageBuffers,
-		"idle_rings":             c.IdleRings,
-		"idle_ring_ttl_seconds":  c.IdleRingTTL.Seconds(),
-		"log_requests":           c.LogRequests,
+		"ring_bytes":             ring.Size(),
+		// Caps: 0 means none.
+		"max_ring_memory_bytes":         max(c.MaxRingMemory, 0),
+		"max_session_ring_memory_bytes": max(c.MaxSessionRingMemory, 0),
+		"max_interfaces_per_session":    max(c.MaxInterfacesPerSession, 0),
+		"message_bytes":                 messageSize,
+		"message_buffers":               messageBuffers,
+		"idle_rings":                    c.IdleRings,
+		"idle_ring_ttl_seconds":         c.IdleRingTTL.Seconds(),
+		"log_requests":                  c.LogRequests,
 	})
 }
 

@@ -303,5 +303,9 @@ func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Sessio
 		Promiscuous: !req.Chaste,
 		Ring:        s.cfg.Ring,
 		Pool:        s.pool,
+
+		MaxInterfaces: max(s.cfg.MaxInterfacesPerSession, 0),
+		MaxRingMemory: max(s.cfg.MaxSessionRingMemory, 0),
+		Budget:        s.budget,
 	})
 }

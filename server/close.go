@@ -44,10 +44,13 @@ func closeFor(err error) (websocket.StatusCode, string) {
 		nerr *netns.OpError
 		rerr requestError
 		lerr *lookupError
+		lim  *capture.LimitError
 	)
 	switch {
 	case err == nil:
 		return websocket.StatusNormalClosure, "capture ended"
+	case errors.As(err, &lim):
+		return websocket.StatusPolicyViolation, truncateUTF8(limitReason(lim), maxReason)
 	case errors.Is(err, errShutdown):
 		return websocket.StatusGoingAway, "service shutting down"
 	case errors.Is(err, errClientClosing):
@@ -87,6 +90,27 @@ func closeFor(err error) (websocket.StatusCode, string) {
 	default:
 		return websocket.StatusInternalError, truncateUTF8("capture failed: "+err.Error(), maxReason)
 	}
+}
+
+// limitReason names the cap that refused a capture, by its flag, and what
+// the client can do about it.
+func limitReason(e *capture.LimitError) string {
+	switch {
+	case errors.Is(e.Err, capture.ErrTooManyInterfaces):
+		return fmt.Sprintf("capture of %d interfaces is over --max-interfaces-per-session %d: choose fewer with nif", e.Want, e.Max)
+	case errors.Is(e.Err, capture.ErrSessionRingMemory):
+		return fmt.Sprintf("capture needs %s of ring memory, over --max-session-ring-memory %s: choose fewer interfaces with nif", mib(e.Want), mib(e.Max))
+	default: // capture.ErrRingMemory
+		return fmt.Sprintf("ring memory full: %s of --max-ring-memory %s in use, capture needs %s; try again later", mib(e.InUse), mib(e.Max), mib(e.Want))
+	}
+}
+
+// mib formats a byte count in MiB, as the flags are given.
+func mib(n int64) string {
+	if n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 }
 
 // lookupClose explains a failed lookup by name: not found and ambiguous are

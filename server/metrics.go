@@ -100,6 +100,8 @@ var (
 	descSkipped   = prometheus.NewDesc("packetflix_packets_skipped_total", "Packets that reached a capture ring but were not delivered (older than a reused ring's capture, refused by an ending stream, left in the ring at the end).", nil, nil)
 	descPending   = prometheus.NewDesc("packetflix_packets_pending", "Packets in capture rings not yet read, running sessions.", nil, nil)
 	descQueued    = prometheus.NewDesc("packetflix_send_queue_bytes", "Bytes queued for WebSocket and HTTP clients, all sessions.", nil, nil)
+	descRingMem   = prometheus.NewDesc("packetflix_ring_memory_bytes", "Kernel ring memory locked now: running captures' rings and idle rings kept for reuse.", nil, nil)
+	descRingMax   = prometheus.NewDesc("packetflix_ring_memory_max_bytes", "The ring memory budget (--max-ring-memory); 0 means no cap.", nil, nil)
 )
 
 // liveCollector reports the counters that include running sessions.
@@ -109,7 +111,7 @@ type liveCollector struct {
 }
 
 func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descActive, descDelivered, descBytes, descKDropped, descReceived, descDropped, descSkipped, descPending, descQueued} {
+	for _, d := range []*prometheus.Desc{descActive, descDelivered, descBytes, descKDropped, descReceived, descDropped, descSkipped, descPending, descQueued, descRingMem, descRingMax} {
 		ch <- d
 	}
 }
@@ -149,4 +151,6 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(skipped))
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(live.Pending))
 	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(queued))
+	ch <- prometheus.MustNewConstMetric(descRingMem, prometheus.GaugeValue, float64(c.s.budget.InUse()))
+	ch <- prometheus.MustNewConstMetric(descRingMax, prometheus.GaugeValue, float64(c.s.budget.Max()))
 }

@@ -108,6 +108,9 @@ func Test_closeFor(t *testing.T) {
 		{"filter host name", &capture.OpError{Op: capture.OpSetFilter, NetNS: 7, Err: fmt.Errorf("%w: host name %q is not looked up (no DNS); use an address", capture.ErrBadFilter, "example.invalid")}, 1008, `invalid capture filter: host name "example.invalid" is not looked up (no DNS); use an address`},
 		{"filter too complex", &capture.OpError{Op: capture.OpSetFilter, NetNS: 7, Err: fmt.Errorf("%w: compiling it takes more than 1s of CPU time", capture.ErrFilterTooComplex)}, 1008, "capture filter too complex: compiling it takes more than 1s of CPU time"},
 		{"gone", &capture.OpError{NetNS: 7, Interface: "eth0", Err: capture.ErrInterfaceGone}, 1000, `capture ended: interface "eth0" vanished from netns 7`},
+		{"too many interfaces", &capture.OpError{Op: capture.OpOpenRing, NetNS: 7, Err: &capture.LimitError{Err: capture.ErrTooManyInterfaces, Want: 42, Max: 16}}, 1008, "capture of 42 interfaces is over --max-interfaces-per-session 16: choose fewer with nif"},
+		{"session ring memory", &capture.OpError{Op: capture.OpOpenRing, NetNS: 7, Err: &capture.LimitError{Err: capture.ErrSessionRingMemory, Want: 168 << 20, Max: 128 << 20}}, 1008, "capture needs 168 MiB of ring memory, over --max-session-ring-memory 128 MiB: choose fewer interfaces with nif"},
+		{"ring memory", &capture.OpError{Op: capture.OpOpenRing, NetNS: 7, Err: &capture.LimitError{Err: capture.ErrRingMemory, Want: 12 << 20, Max: 256 << 20, InUse: 250 << 20}}, 1008, "ring memory full: 250 MiB of --max-ring-memory 256 MiB in use, capture needs 12 MiB; try again later"},
 		{"other", errors.New("boom"), 1011, "capture failed: boom"},
 		{"long", errors.New(long), 1011, ""},
 	} {
@@ -173,4 +176,22 @@ func FuzzParseCaptureRequest(f *testing.F) {
 			t.Fatalf("csharg leaves part of our SHB comment:\n%s", c)
 		}
 	})
+}
+
+func Test_httpStatusLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"too many interfaces", &capture.LimitError{Err: capture.ErrTooManyInterfaces, Want: 42, Max: 16}, 400},
+		{"session ring memory", &capture.LimitError{Err: capture.ErrSessionRingMemory, Want: 2, Max: 1}, 400},
+		{"ring memory", &capture.OpError{Op: capture.OpOpenRing, Err: &capture.LimitError{Err: capture.ErrRingMemory, Want: 2, Max: 1}}, 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := httpStatus(tc.err); got != tc.want {
+				t.Fatalf("httpStatus = %d, want %d", got, tc.want)
+			}
+		})
+	}
 }

@@ -83,8 +83,13 @@ func httpStatus(err error) int {
 		lerr *lookupError
 	)
 	switch {
-	case errors.Is(err, errShutdown), errors.Is(err, errTooMany):
+	case errors.Is(err, errShutdown), errors.Is(err, errTooMany), errors.Is(err, capture.ErrRingMemory):
+		// ErrRingMemory: the service is full now; it frees up as
+		// sessions end.
 		return http.StatusServiceUnavailable
+	case errors.Is(err, capture.ErrTooManyInterfaces), errors.Is(err, capture.ErrSessionRingMemory):
+		// Never fits, whatever else runs: the request must change.
+		return http.StatusBadRequest
 	case errors.Is(err, errTooManyClient):
 		return http.StatusTooManyRequests
 	case errors.Is(err, errHostNetNS):

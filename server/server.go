@@ -81,9 +81,24 @@ type Config struct {
 	// IdleRings is how many rings of ended captures are kept for reuse
 	// (DefaultIdleRings when 0, none when negative); a capture of the same
 	// interface then starts without the kernel's ring setup. Each idle ring
-	// holds its kernel memory and its netns, for at most IdleRingTTL.
+	// holds its kernel memory for at most IdleRingTTL, and its netns only
+	// while something else does too: the pool closes it as soon as the
+	// netns loses its last bind mount or process (capture.Pool).
 	IdleRings   int
 	IdleRingTTL time.Duration
+	// MaxRingMemory is the service-wide budget of locked ring memory
+	// (capture.Budget): rings of running captures and idle rings count, and
+	// a capture that does not fit, even after idle rings are closed, is
+	// refused (1008, HTTP 503). 0 means DefaultMaxRingMemory, negative no
+	// cap.
+	MaxRingMemory int64
+	// MaxSessionRingMemory caps one session's ring memory (1008, HTTP
+	// 400); 0 means half of MaxRingMemory (no cap when that has none),
+	// negative no cap. It is never more than MaxRingMemory.
+	MaxSessionRingMemory int64
+	// MaxInterfacesPerSession caps the interfaces of one session (1008,
+	// HTTP 400); 0 means DefaultMaxInterfacesPerSession, negative no cap.
+	MaxInterfacesPerSession int
 	// ReadyCacheAge is how long /readyz reuses a discovery result instead
 	// of listing again; 0 means DefaultReadyCacheAge.
 	ReadyCacheAge time.Duration
@@ -99,6 +114,14 @@ const (
 	// other clients; a person capturing a few targets at once stays under
 	// it.
 	DefaultMaxSessionsPerClient = 8
+	// DefaultMaxRingMemory is sized for a small node (2 GiB of RAM): at
+	// most an eighth of it locked in rings, which no cgroup accounts for.
+	// That is 64 rings of the default 4 MiB: one session of 32 interfaces
+	// (half, the default per-session cap) and room for others.
+	DefaultMaxRingMemory = 256 << 20
+	// DefaultMaxInterfacesPerSession bounds a session's sockets and reader
+	// goroutines whatever the ring size; lab routers stay well under it.
+	DefaultMaxInterfacesPerSession = 64
 )
 
 // Server serves the Packetflix API. Handler may be used by any number of
@@ -121,6 +144,7 @@ type Server struct {
 	metrics     *metrics
 	started     time.Time
 	pool        *capture.Pool // nil: no ring reuse
+	budget      *capture.Budget
 	ready       readyCache
 }
 
@@ -156,6 +180,20 @@ func New(cfg Config) *Server {
 	if cfg.IdleRingTTL <= 0 {
 		cfg.IdleRingTTL = DefaultIdleRingTTL
 	}
+	// Filled in, so that /api/v1/config shows the geometry in use.
+	cfg.Ring = cfg.Ring.WithDefaults()
+	if cfg.MaxRingMemory == 0 {
+		cfg.MaxRingMemory = DefaultMaxRingMemory
+	}
+	if cfg.MaxSessionRingMemory == 0 {
+		cfg.MaxSessionRingMemory = cfg.MaxRingMemory / 2
+	}
+	if cfg.MaxRingMemory > 0 && (cfg.MaxSessionRingMemory <= 0 || cfg.MaxSessionRingMemory > cfg.MaxRingMemory) {
+		cfg.MaxSessionRingMemory = cfg.MaxRingMemory
+	}
+	if cfg.MaxInterfacesPerSession == 0 {
+		cfg.MaxInterfacesPerSession = DefaultMaxInterfacesPerSession
+	}
 	if cfg.Discovery == nil {
 		cfg.Discovery = discovery.NewDiscoverer(discovery.DiscoverConfig{Finder: cfg.Finder, Log: cfg.Log.Named("discovery")})
 	}
@@ -167,6 +205,7 @@ func New(cfg Config) *Server {
 	if cfg.IdleRings > 0 {
 		s.pool = capture.NewPool(cfg.IdleRings, cfg.IdleRingTTL)
 	}
+	s.budget = capture.NewBudget(cfg.MaxRingMemory)
 	s.watcherDone = make(chan struct{})
 	go s.watchNetNS(cfg.NetNSCheckInterval)
 	s.mux.HandleFunc("GET /version", s.handleVersion)

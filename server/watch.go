@@ -14,7 +14,9 @@ import (
 // sessions, finds namespaces that nothing but us refers to any more. Two
 // misses in a row are needed, so a namespace between one process exiting
 // and the next starting is not taken for gone. Server owns this goroutine;
-// it ends with Shutdown.
+// it ends with Shutdown. Idle rings in the pool are not its business: the
+// pool closes them itself the moment their namespace loses its last
+// holder (capture.Pool).
 func (s *Server) watchNetNS(interval time.Duration) {
 	defer close(s.watcherDone)
 	t := time.NewTicker(interval)
@@ -37,16 +39,13 @@ func (s *Server) watchNetNS(interval time.Duration) {
 			}
 		}
 		s.mu.Unlock()
-		if len(active) == 0 && (s.pool == nil || s.pool.Idle() == 0) {
+		if len(active) == 0 {
 			continue
 		}
 		live, err := s.cfg.Finder.LiveInodes()
 		if err != nil {
 			s.log.Warn("cannot check network namespaces", zap.Error(err))
 			continue
-		}
-		if s.pool != nil {
-			s.pool.Evict(func(ino uint64) bool { _, ok := live[ino]; return ok })
 		}
 		for _, w := range active {
 			if _, ok := live[w.netns]; ok {

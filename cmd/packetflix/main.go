@@ -9,6 +9,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -115,6 +116,9 @@ func run() error {
 	authTokenFile := fs.String("auth-token-file", "", "file holding a token that clients must send as \"Authorization: Bearer <token>\"")
 	denyHostNetNS := fs.Bool("deny-host-netns", false, "refuse captures from the service's own network namespace")
 	idleRings := fs.Int("idle-rings", server.DefaultIdleRings, "rings of ended captures kept for reuse by the next capture of the same interface (0: none)")
+	maxRingMemory := fs.String("max-ring-memory", "256MiB", "kernel ring memory the whole service may lock (running captures and idle rings), e.g. 256MiB, 1GiB (0: no cap)")
+	maxSessionRing := fs.String("max-session-ring-memory", "", "ring memory one session may lock (default: half of --max-ring-memory; 0: no cap)")
+	maxIfaces := fs.Int("max-interfaces-per-session", server.DefaultMaxInterfacesPerSession, "most interfaces one session captures (0: no cap)")
 	maxPerClient := fs.Int("max-sessions-per-client", server.DefaultMaxSessionsPerClient, "most concurrent capture sessions of one client address (IPv4 address or IPv6 /64; 0: no cap)")
 	allowOrigins := fs.StringArray("allow-origin", nil, "a web origin whose pages may use the API besides the service's own host: host pattern (*.example.com) or scheme://host pattern; repeatable")
 	allowHosts := fs.StringArray("allow-host", nil, "a host name (pattern, optional :port) requests may name in Host; when given, other names get 421 (addresses and localhost always work); repeatable")
@@ -136,6 +140,19 @@ func run() error {
 	addr, err := listenAddress(*listen, *port, fs.Changed("port"))
 	if err != nil {
 		return err
+	}
+	ringMem, err := parseSize(*maxRingMemory)
+	if err != nil {
+		return fmt.Errorf("--max-ring-memory: %w", err)
+	}
+	var sessionRing int64
+	if *maxSessionRing != "" {
+		if sessionRing, err = parseSize(*maxSessionRing); err != nil {
+			return fmt.Errorf("--max-session-ring-memory: %w", err)
+		}
+		if sessionRing == 0 {
+			sessionRing = -1
+		}
 	}
 	for _, p := range append(slices.Clone(*allowOrigins), *allowHosts...) {
 		if err := server.CheckPattern(p); err != nil {
@@ -202,6 +219,10 @@ func run() error {
 		AuthToken:      token,
 		DenyHostNetNS:  *denyHostNetNS,
 		IdleRings:      idleRingsConfig(*idleRings),
+
+		MaxRingMemory:           noCapIfZero(ringMem),
+		MaxSessionRingMemory:    sessionRing,
+		MaxInterfacesPerSession: int(noCapIfZero(int64(*maxIfaces))),
 
 		MaxSessionsPerClient: perClientConfig(*maxPerClient),
 		AllowOrigins:         *allowOrigins,
@@ -279,6 +300,31 @@ func idleRingsConfig(n int) int {
 		return -1
 	}
 	return n
+}
+
+// noCapIfZero maps a flag (0: no cap) to server.Config (0: default,
+// negative: no cap).
+func noCapIfZero(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// parseSize reads a byte count: a whole number with an optional binary
+// unit (KiB, MiB, GiB; K, M, G and a trailing B also work), e.g. 256MiB.
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	num := strings.TrimRightFunc(t, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.ToLower(strings.TrimSpace(t[len(num):]))
+	num = strings.TrimSpace(num)
+	shift := map[string]uint{"": 0, "b": 0, "k": 10, "kb": 10, "kib": 10, "m": 20, "mb": 20, "mib": 20, "g": 30, "gb": 30, "gib": 30}
+	sh, ok := shift[unit]
+	n, err := strconv.ParseInt(num, 10, 64)
+	if !ok || err != nil || n < 0 || n > math.MaxInt64>>sh {
+		return 0, fmt.Errorf("%q is not a size such as 256MiB", s)
+	}
+	return n << sh, nil
 }
 
 func osName() string {

@@ -1,0 +1,30 @@
+package main
+
+import "testing"
+
+func Test_parseSize(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"256MiB", 256 << 20, true},
+		{"256 MiB", 256 << 20, true},
+		{"1GiB", 1 << 30, true},
+		{"512k", 512 << 10, true},
+		{"4096", 4096, true},
+		{"0", 0, true},
+		{"", 0, false},
+		{"MiB", 0, false},
+		{"-1MiB", 0, false},
+		{"1.5GiB", 0, false},
+		{"1TiB", 0, false},
+		{"9999999999999GiB", 0, false},
+	} {
+		got, err := parseSize(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}

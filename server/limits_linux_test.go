@@ -1,0 +1,140 @@
+package server_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/packetflix/packetflix/capture"
+	"github.com/packetflix/packetflix/internal/testns"
+	"github.com/packetflix/packetflix/server"
+)
+
+// vethNS returns a netns with pairs veth pairs inside it (both ends there,
+// no addresses): 2*pairs+1 interfaces with lo.
+func vethNS(t *testing.T, pairs int) *testns.NS {
+	t.Helper()
+	n := testns.New(t)
+	var b strings.Builder
+	for i := range pairs {
+		fmt.Fprintf(&b, "link add va%d type veth peer name vb%d\nlink set va%d up\nlink set vb%d up\n", i, i, i, i)
+	}
+	cmd := exec.Command("ip", "-n", n.Name, "-batch", "-")
+	cmd.Stdin = strings.NewReader(b.String())
+	t.Logf("$ ip -n %s -batch - (%d veth pairs)", n.Name, pairs)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ip -n %s -batch: %v: %s", n.Name, err, out)
+	}
+	return n
+}
+
+func plainGet(t *testing.T, ts string, ino uint64) (int, string) {
+	t.Helper()
+	resp, err := http.Get(ts + "/capture.pcapng?netns=" + strconv.FormatUint(ino, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+// Per-session caps refuse a capture with the flag in the reason; the
+// service-wide budget refuses a second capture that does not fit, and takes
+// it once the first has ended, its idle rings given back.
+func TestIntegrationRingLimits(t *testing.T) {
+	ring := capture.RingOptions{BlockSize: 64 << 10, NumBlocks: 2}
+	size := ring.Size()
+	srv, ts := startServer(t, func(c *server.Config) {
+		c.Ring = ring
+		c.MaxInterfacesPerSession = 16
+		c.MaxSessionRingMemory = 4 * size
+		c.MaxRingMemory = 5 * size
+	})
+	_ = srv
+	info := func() map[string]any {
+		t.Helper()
+		code, body := getJSON(t, "GET", ts.URL+"/api/v1/info", nil)
+		if code != 200 {
+			t.Fatalf("info: %d %v", code, body)
+		}
+		return body["info"].(map[string]any)
+	}
+	num := func(m map[string]any, k string) int64 { return int64(m[k].(float64)) }
+
+	_, body := getJSON(t, "GET", ts.URL+"/api/v1/config", nil)
+	cfg := body["config"].(map[string]any)
+	if num(cfg, "ring_block_bytes") != 64<<10 || num(cfg, "ring_blocks") != 2 || num(cfg, "ring_bytes") != size ||
+		num(cfg, "max_ring_memory_bytes") != 5*size || num(cfg, "max_session_ring_memory_bytes") != 4*size || num(cfg, "max_interfaces_per_session") != 16 {
+		t.Errorf("config %v", cfg)
+	}
+
+	// 41 interfaces: over the per-session interface cap.
+	many := vethNS(t, 20)
+	cl := dial(t, ts, q("netns", strconv.FormatUint(many.Inode, 10)), nil)
+	code, why := cl.closeStatus()
+	if want := "capture of 41 interfaces is over --max-interfaces-per-session 16: choose fewer with nif"; code != websocket.StatusPolicyViolation || why != want {
+		t.Errorf("close %d %q, want 1008 %q", code, why, want)
+	}
+	if code, text := plainGet(t, ts.URL, many.Inode); code != 400 || !strings.Contains(text, "--max-interfaces-per-session 16") {
+		t.Errorf("plain: %d %q, want 400 naming the cap", code, text)
+	}
+	// 5 interfaces: under that cap, over the session's ring memory.
+	five := vethNS(t, 2)
+	cl = dial(t, ts, q("netns", strconv.FormatUint(five.Inode, 10)), nil)
+	code, why = cl.closeStatus()
+	if want := "capture needs 0.6 MiB of ring memory, over --max-session-ring-memory 0.5 MiB: choose fewer interfaces with nif"; code != websocket.StatusPolicyViolation || why != want {
+		t.Errorf("close %d %q, want 1008 %q", code, why, want)
+	}
+
+	// Two captures of 3 interfaces do not fit in 5 rings.
+	a, b := vethNS(t, 1), vethNS(t, 1)
+	first := dial(t, ts, q("netns", strconv.FormatUint(a.Inode, 10)), nil)
+	first.waitLive()
+	if got := num(info(), "ring_memory_bytes"); got != 3*size {
+		t.Errorf("ring_memory_bytes %d with one 3-interface capture, want %d", got, 3*size)
+	}
+	cl = dial(t, ts, q("netns", strconv.FormatUint(b.Inode, 10)), nil)
+	code, why = cl.closeStatus()
+	if want := "ring memory full: 0.4 MiB of --max-ring-memory 0.6 MiB in use, capture needs 0.4 MiB; try again later"; code != websocket.StatusPolicyViolation || why != want {
+		t.Errorf("close %d %q, want 1008 %q", code, why, want)
+	}
+	if code, text := plainGet(t, ts.URL, b.Inode); code != 503 || !strings.Contains(text, "--max-ring-memory") {
+		t.Errorf("plain: %d %q, want 503 naming the cap", code, text)
+	}
+
+	// The first ends; its rings wait in the pool, still counted.
+	first.stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for num(info(), "idle_rings") != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("rings of the ended capture not idle in the pool: %v", info())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := num(info(), "ring_memory_bytes"); got != 3*size {
+		t.Errorf("ring_memory_bytes %d with 3 idle rings, want %d", got, 3*size)
+	}
+	// The pool gives back what the next capture needs.
+	second := dial(t, ts, q("netns", strconv.FormatUint(b.Inode, 10)), nil)
+	second.waitLive()
+	if in := info(); num(in, "ring_memory_bytes") != 5*size || num(in, "idle_rings") != 2 {
+		t.Errorf("info %v, want ring_memory_bytes %d and 2 idle rings", in, 5*size)
+	}
+	resp, err := http.Get(ts.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("packetflix_ring_memory_bytes %d\n", 5*size); !strings.Contains(string(m), want) {
+		t.Errorf("/metrics lacks %q", want)
+	}
+	second.stop()
+}
