@@ -262,8 +262,10 @@ func TestIntegrationInterfaceRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- s.Run(context.Background(), &collector{}) }()
-	time.Sleep(20 * time.Millisecond)
+	c := &collector{}
+	go func() { done <- s.Run(context.Background(), c) }()
+	// A reader calls Idle once it has drained its ring: it runs.
+	waitFor(t, "the reader to run", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.idles > 0 })
 	p.b.IP("link", "del", "eth0")
 	select {
 	case err := <-done:
