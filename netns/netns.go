@@ -295,14 +295,14 @@ func netMounts(mountinfo, want string) []BindMount {
 		if err != nil || ValidInode(ino) != nil {
 			continue
 		}
-		out = append(out, BindMount{Ino: ino, Point: unescapeMount(fields[4])})
+		out = append(out, BindMount{Ino: ino, Point: UnescapeMount(fields[4])})
 	}
 	return out
 }
 
-// unescapeMount undoes the octal escapes (\040 for space etc.) that the
+// UnescapeMount undoes the octal escapes (\040 for space etc.) that the
 // kernel writes into mount points in mountinfo.
-func unescapeMount(s string) string {
+func UnescapeMount(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}

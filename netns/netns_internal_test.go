@@ -16,7 +16,7 @@ import (
 // fakeProc is a hand-written procfs tree; testdata/proc/README.md describes it.
 const fakeProc = "../testdata/proc"
 
-func Test_parseStartTime(t *testing.T) {
+func TestParseStartTime(t *testing.T) {
 	t.Parallel()
 	// rest is fields 4..52 of a real stat line; field 22 (starttime) is 98765.
 	const rest = " 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1234567 89 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0 0 0 0 0 0 0\n"
@@ -62,7 +62,7 @@ func Test_parseStartTime(t *testing.T) {
 	}
 }
 
-func Test_parseStartTimeSelf(t *testing.T) {
+func TestParseStartTimeSelf(t *testing.T) {
 	t.Parallel()
 	// The real kernel format: our own stat must parse, and to a time after
 	// boot (0 would mean we picked the wrong field on this kernel).
@@ -140,7 +140,7 @@ func Test_nsfsMountsLongLine(t *testing.T) {
 	}
 }
 
-func Test_unescapeMount(t *testing.T) {
+func TestUnescapeMount(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name, in, want string
@@ -160,8 +160,8 @@ func Test_unescapeMount(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got := unescapeMount(tt.in); got != tt.want {
-				t.Fatalf("unescapeMount(%q) = %q, want %q", tt.in, got, tt.want)
+			if got := UnescapeMount(tt.in); got != tt.want {
+				t.Fatalf("UnescapeMount(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
 	}
@@ -195,7 +195,7 @@ func Test_ValidInode(t *testing.T) {
 	}
 }
 
-func Test_listPIDs(t *testing.T) {
+func TestListPIDs(t *testing.T) {
 	t.Parallel()
 	got, err := ListPIDs(fakeProc)
 	if err != nil {

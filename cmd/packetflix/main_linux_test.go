@@ -30,47 +30,8 @@ func TestIntegrationSIGTERM(t *testing.T) {
 	a, b := testns.New(t), testns.New(t)
 	testns.Veth(t, a, "eth0", "198.18.7.1/24", b, "eth0", "198.18.7.2/24")
 
-	bin := filepath.Join(t.TempDir(), "packetflix")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "--port", fmt.Sprint(port))
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var exitErr error
-	exited := make(chan struct{})
-	go func() { exitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			cmd.Process.Kill() // only the PID this test started
-			<-exited
-		}
-		t.Logf("service log:\n%s", logs.String())
-	})
-	base := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get("http://" + base + "/version")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("service did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	svc := startService(t)
+	base := svc.addr
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -99,7 +60,7 @@ func TestIntegrationSIGTERM(t *testing.T) {
 		plain <- b
 	}()
 	// Both captures run once the management API lists two.
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for captures(t, base) != 2 {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d captures listed after 10 s, want 2", captures(t, base))
@@ -108,7 +69,7 @@ func TestIntegrationSIGTERM(t *testing.T) {
 	}
 
 	start := time.Now()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := svc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	var ce websocket.CloseError
@@ -137,15 +98,15 @@ func TestIntegrationSIGTERM(t *testing.T) {
 		t.Fatal("plain-HTTP capture not ended by SIGTERM")
 	}
 	select {
-	case <-exited:
-		if exitErr != nil {
-			t.Fatalf("exit: %v", exitErr)
+	case <-svc.exited:
+		if svc.exitErr != nil {
+			t.Fatalf("exit: %v", svc.exitErr)
 		}
 		t.Logf("closed and exited %v after SIGTERM", time.Since(start))
 	case <-time.After(5 * time.Second):
 		t.Fatal("still running 5 s after SIGTERM")
 	}
-	if !strings.Contains(logs.String(), "shutting down") {
+	if !strings.Contains(svc.logs.String(), "shutting down") {
 		t.Fatalf("log lacks the shutdown line")
 	}
 }

@@ -1,6 +1,8 @@
 package testns
 
 import (
+	"github.com/packetflix/packetflix/netns"
+
 	"bufio"
 	"context"
 	"errors"
@@ -284,34 +286,13 @@ func mountsUnder(dir string) []string {
 		if len(fields) < 5 {
 			continue
 		}
-		mp := unescapeOctal(fields[4])
+		mp := netns.UnescapeMount(fields[4])
 		if (mp == dir || strings.HasPrefix(mp, dir+"/")) && !seen[mp] {
 			seen[mp] = true
 			out = append(out, mp)
 		}
 	}
 	return out
-}
-
-// unescapeOctal undoes mountinfo's \040-style escapes. netns has the same
-// (unescapeMount) but does not export it: its exported BindMounts lists
-// only nsfs mounts, not every mount under a directory.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // removeEngineDir stops stray processes of the engine at dir, unmounts
