@@ -294,7 +294,9 @@ func (c *filterCompiler) fly(ctx context.Context, k filterKey, f *flight) {
 	if c.flights[k] == f {
 		delete(c.flights, k)
 	}
-	if res.cache && c.size > 0 {
+	if _, dup := c.cached[k]; res.cache && c.size > 0 && !dup {
+		// dup: a flight whose waiters had all left finished after a newer
+		// one for the same key had already cached its result.
 		c.cached[k] = c.lru.PushFront(&cacheEntry{key: k, res: res})
 		if c.lru.Len() > c.size {
 			old := c.lru.Remove(c.lru.Back()).(*cacheEntry)

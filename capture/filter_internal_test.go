@@ -191,6 +191,26 @@ func TestFilterCancelKillsChild(t *testing.T) {
 			t.Errorf("child netns %s (%v), ours %s (%v): want a different one", child, err2, self, err1)
 		}
 	}
+	if os.Geteuid() == 0 && isolation.Load() != isolationUserNetNS {
+		// No privilege at all: nobody, no capabilities, and none to gain.
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"Uid": fmt.Sprint(childUID), "CapEff": "0000000000000000", "CapPrm": "0000000000000000", "NoNewPrivs": "1"}
+		for _, line := range strings.Split(string(st), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			if w, ok := want[k]; ok {
+				if f := strings.Fields(v); len(f) == 0 || f[0] != w {
+					t.Errorf("child %s: %q, want %s", k, strings.TrimSpace(v), w)
+				}
+				delete(want, k)
+			}
+		}
+		if len(want) != 0 {
+			t.Errorf("child status lacks %v", want)
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:

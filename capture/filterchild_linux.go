@@ -250,6 +250,13 @@ func sysProcAttr(mode int32) *syscall.SysProcAttr {
 	// thread exits only when a goroutine exits locked to it (netns.Do
 	// after a failed restore), which would fail that one compile.
 	a := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if mode != isolationUserNetNS && os.Geteuid() == 0 {
+		// The child runs as nobody: execve as non-root drops every
+		// capability (and the spawning thread's NO_NEW_PRIVS keeps file
+		// capabilities of our binary from coming back), so an exploit of
+		// libpcap's parser gets no privilege, not even root's files.
+		a.Credential = &syscall.Credential{Uid: childUID, Gid: childUID, Groups: []uint32{}}
+	}
 	switch mode {
 	case isolationNetNS:
 		a.Cloneflags = unix.CLONE_NEWNET
@@ -260,6 +267,9 @@ func sysProcAttr(mode int32) *syscall.SysProcAttr {
 	}
 	return a
 }
+
+// childUID is the user (and group) the compiler child runs as: nobody.
+const childUID = 65534
 
 // childCmd is one compiler child, not yet started.
 func childCmd(ctx context.Context, req []byte, stdout, stderr io.Writer, mode int32) *exec.Cmd {
@@ -309,15 +319,39 @@ func (c *filterCompiler) runChild(ctx context.Context, k filterKey) filterResult
 	defer cancel()
 	stdout := &cappedBuffer{max: maxWireResponse}
 	stderr := &cappedBuffer{max: maxChildStderr}
-	cmd, err := startChild(wctx, encodeRequest(k, c.cpu, c.mem), stdout, stderr)
-	if err != nil {
-		return filterResult{err: fmt.Errorf("start filter compiler: %w", err)}
+	// The child is started from, and reaped on, a thread of its own with
+	// PR_SET_NO_NEW_PRIVS set: the child inherits it, so executing our
+	// binary cannot grant the file capabilities it carries in the image.
+	// The attribute cannot be cleared, so the thread is never unlocked
+	// and ends with its goroutine - after the child is reaped, because
+	// Pdeathsig would kill the child when its starting thread exits.
+	type started struct {
+		cmd *exec.Cmd
+		err error
 	}
+	startc, waitc := make(chan started, 1), make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			startc <- started{err: fmt.Errorf("no_new_privs: %w", err)}
+			return
+		}
+		cmd, err := startChild(wctx, encodeRequest(k, c.cpu, c.mem), stdout, stderr)
+		startc <- started{cmd, err}
+		if err == nil {
+			waitc <- cmd.Wait()
+		}
+	}()
+	st0 := <-startc
+	if st0.err != nil {
+		return filterResult{err: fmt.Errorf("start filter compiler: %w", st0.err)}
+	}
+	cmd := st0.cmd
 	c.started.Add(1)
 	if c.onStart != nil {
 		c.onStart(cmd.Process.Pid)
 	}
-	werr := cmd.Wait()
+	werr := <-waitc
 	switch {
 	case ctx.Err() != nil:
 		return filterResult{err: ctx.Err()} // the last waiter left
@@ -334,8 +368,11 @@ func (c *filterCompiler) runChild(ctx context.Context, k filterKey) filterResult
 	st, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	switch {
 	case st.Signaled() && (st.Signal() == syscall.SIGKILL || st.Signal() == syscall.SIGXCPU):
-		// Nobody else kills it: RLIMIT_CPU (or the OOM killer).
-		return filterResult{cache: true, err: fmt.Errorf("%w: compiling it takes more than %v of CPU time", ErrFilterTooComplex, c.cpu)}
+		// RLIMIT_CPU - or the OOM killer, or Pdeathsig: only a child that
+		// used its CPU budget is cached as too complex, so a good filter
+		// is not refused for long because of one unlucky kill.
+		used := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		return filterResult{cache: used >= c.cpu*9/10, err: fmt.Errorf("%w: compiling it takes more than %v of CPU time", ErrFilterTooComplex, c.cpu)}
 	case bytes.Contains(stderr.Bytes(), []byte("out of memory")):
 		// The Go runtime in the child hit RLIMIT_AS.
 		return filterResult{cache: true, err: fmt.Errorf("%w: compiling it needs more than %d MiB of memory", ErrFilterTooComplex, c.mem>>20)}

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"errors"
+	"os"
 	"strconv"
 	"time"
 
@@ -171,8 +172,8 @@ func (p *Pool) watch(efd int) {
 // and the TTL end idle rings.
 func (w *nsWatch) openMounts() {
 	paths := []string{"/proc/self/mountinfo"}
-	self, err1 := unix.Readlink("/proc/self/ns/mnt", make([]byte, 64))
-	init, err2 := unix.Readlink("/proc/1/ns/mnt", make([]byte, 64))
+	self, err1 := os.Readlink("/proc/self/ns/mnt")
+	init, err2 := os.Readlink("/proc/1/ns/mnt")
 	if err1 != nil || err2 != nil || self != init {
 		paths = append(paths, "/proc/1/mountinfo")
 	}

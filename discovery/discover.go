@@ -160,15 +160,16 @@ func (c DiscoverConfig) withDefaults() DiscoverConfig {
 // # What is listed
 //
 // A namespace's tenants are its top-level processes - those whose parent
-// lives in another namespace or that have no parent (PID 1) - and the init
-// process of every container in it, as the engines that answered in time
-// report them. kthreadd (PID 2) is never a tenant.
+// lives in another namespace, that have no parent (PID 1), or whose parent
+// could not be read (it exited meanwhile) - and the init process of every
+// container in it, as the engines that answered in time report them.
+// kthreadd (PID 2) is never a tenant.
 //
 //   - A namespace with no process at all, but an nsfs bind mount (in our
 //     mount namespace or PID 1's, such as /run/netns/NAME), is one target
 //     of type bindmount, named after the mount point's base name, with PID
 //     and StartTime 0. Of several mounts of one namespace, one under
-//     /run/netns wins, then the lexically first path.
+//     /run/netns (or /var/run/netns) wins, then the lexically first path.
 //   - A namespace with processes gives one target per tenant and no
 //     bindmount target, even when it is also bind-mounted:
 //     a container's init gives the container (type docker, podman or

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/packetflix/packetflix/capture"
@@ -24,8 +25,24 @@ func (s *Server) handlePlain(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
 	// At the hard stop of a shutdown, a write blocked on a client that
-	// does not read fails at once.
-	defer context.AfterFunc(s.hard, func() { _ = rc.SetWriteDeadline(time.Now()) })()
+	// does not read fails at once. The mutex keeps the deadline off the
+	// connection once this handler returned (it may serve the next
+	// request of a keep-alive client).
+	var mu sync.Mutex
+	done := false
+	stop := context.AfterFunc(s.hard, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			_ = rc.SetWriteDeadline(time.Now())
+		}
+	})
+	defer func() {
+		stop()
+		mu.Lock()
+		done = true
+		mu.Unlock()
+	}()
 	s.session(r.Context(), &httpTransport{w: w, rc: rc}, req, perr, r.RemoteAddr)
 }
 
