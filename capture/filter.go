@@ -64,7 +64,7 @@ var filters = newFilterCompiler(maxConcurrentFilterCompiles(), filterCacheSize)
 //
 // libpcap compiles offline here (pcap_open_dead), so "vlan" expressions test
 // the in-packet TPID, which the kernel has already stripped; see
-// ENGINE-NOTES section 1.
+// docs/capture-engine.md, "Filters compiled offline".
 func compileFilter(ctx context.Context, linkType uint16, snaplen int, expr string) ([]unix.SockFilter, error) {
 	if strings.TrimSpace(expr) == "" {
 		return []unix.SockFilter{{Code: 0x06 /* BPF_RET|BPF_K */, K: uint32(snaplen)}}, nil

@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Why our own TPACKET_V3 reader instead of gopacket/afpacket (measured in
-// ENGINE-NOTES sections 1 and 2): afpacket binds before a filter can be
+// Why our own TPACKET_V3 reader instead of gopacket/afpacket (measured; see
+// docs/capture-engine.md): afpacket binds before a filter can be
 // attached, so packets the filter rejects reach the ring in the first
 // milliseconds; it hides sll_pkttype, so the pcapng direction flag and the
 // loopback de-duplication are impossible; and it hides the fd, so neither

@@ -34,8 +34,8 @@ const (
 )
 
 // Target is one capture target, in the JSON shape of GhostWire's /mobyshark
-// list (see shared/reference/clients.md). Every target is a distinct network
-// namespace: a List names each namespace of the host once.
+// list (see docs/discovery.md). A namespace may be several targets (one per
+// tenant), and a namespace without processes is one bindmount target.
 type Target struct {
 	// Name is unique within one List (see Discoverer for how). Containers
 	// are named as their engine names them; processes "comm(PID)".
@@ -47,8 +47,8 @@ type Target struct {
 	// Interfaces are the names of the interfaces that are up (IFF_UP),
 	// sorted by ifindex. Never null in JSON.
 	Interfaces []string `json:"network-interfaces"`
-	// PID is the process that holds the namespace: a container's root
-	// process (the engine's task PID), the leading process of a proc
+	// PID is the target's tenant: a container's init process (the engine's
+	// task PID), a pod's sandbox, or the top-level process of a proc
 	// target; 0 for a bindmount.
 	PID int `json:"pid"`
 	// StartTime is field 22 of /proc/PID/stat (clock ticks since boot), so
@@ -153,9 +153,9 @@ func (c DiscoverConfig) withDefaults() DiscoverConfig {
 }
 
 // Discoverer lists the network namespaces of the host as capture targets,
-// by GhostWire's rules (its /mobyshark list; shared/reference/clients.md and
-// docs/discovery.md). It keeps no state between calls, holds no connection,
-// and may be used from several goroutines at once.
+// by GhostWire's rules (its /mobyshark list; docs/discovery.md). It keeps
+// no state between calls, holds no connection, and may be used from
+// several goroutines at once.
 //
 // # What is listed
 //

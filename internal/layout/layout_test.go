@@ -13,8 +13,8 @@ const mod = "github.com/packetflix/packetflix/"
 // allowed lists, per package, the packages of ours it may import directly
 // or indirectly. Test-only helpers (internal/testns) are not counted: only
 // non-test dependencies are listed by go list -deps. server still reaches
-// capture and netns directly (the session room is not built yet; see
-// shared/STYLE.md, "Our layout").
+// capture and netns directly (the session room is not built yet; README.md,
+// "Layout", says where each thing lives).
 var allowed = map[string][]string{
 	"pcapng":          {},
 	"netns":           {},

@@ -13,7 +13,7 @@ import (
 )
 
 // This file runs a real, private Docker engine for a test, as
-// shared/ENGINE-NOTES.md section 7 describes: Debian's dockerd as a child
+// docs/test-engines.md describes: Debian's dockerd as a child
 // of the test, with its own data, exec root and socket under a short temp
 // dir, and without touching the host's networking. dockerd starts its own
 // containerd, which the containerd client can be tested against too.
@@ -22,7 +22,7 @@ import (
 // methods fail the test on error; they must be called from the test's
 // goroutine.
 type Docker struct {
-	// Dir is the engine's temp dir ($B in the notes), removed at cleanup.
+	// Dir is the engine's temp dir, removed at cleanup.
 	Dir string
 	// Host is the engine's address in DOCKER_HOST form: unix://Dir/docker.sock.
 	Host string
@@ -182,7 +182,7 @@ func (d *Docker) Run(name string, flags ...string) Container {
 	return Container{Name: name, ID: id, PID: pid}
 }
 
-// stop tears the engine down in the order the notes give. It reports what
+// stop tears the engine down in the order docs/test-engines.md gives. It reports what
 // it could not clean up as test errors and goes on.
 func (d *Docker) stop(before leftovers) {
 	t := d.t

@@ -13,7 +13,7 @@ import (
 )
 
 // This file runs a real, private, rootful Podman for a test, as
-// shared/ENGINE-NOTES.md section 7 describes: Debian's podman with its
+// docs/test-engines.md describes: Debian's podman with its
 // storage, run root, temp dir, network config and runc state under a short
 // temp dir, and its Docker-compatible API served by `podman system
 // service` as a child of the test.
