@@ -3,9 +3,6 @@ package capture_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,42 +11,14 @@ import (
 	"github.com/packetflix/packetflix/internal/testns"
 )
 
-// manyVeth adds pairs veth pairs inside n (both ends there, no addresses:
-// nothing is sent), so n has 2*pairs interfaces besides lo.
-func manyVeth(t testing.TB, n *testns.NS, pairs int) {
-	t.Helper()
-	var b strings.Builder
-	for i := range pairs {
-		fmt.Fprintf(&b, "link add va%d type veth peer name vb%d\nlink set va%d up\nlink set vb%d up\n", i, i, i, i)
-	}
-	cmd := exec.Command("ip", "-n", n.Name, "-batch", "-")
-	cmd.Stdin = strings.NewReader(b.String())
-	t.Logf("$ ip -n %s -batch - (%d veth pairs)", n.Name, pairs)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s -batch: %v: %s", n.Name, err, out)
-	}
-}
-
 // smallRing keeps the many rings of these tests cheap: 128 KiB each.
 var smallRing = capture.RingOptions{BlockSize: 64 << 10, NumBlocks: 2}
-
-// waitFor polls cond until it holds, failing the test after 10 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // A capture over a per-capture cap is refused before any ring is opened,
 // with the cap and the count in the error.
 func TestIntegrationCaptureCaps(t *testing.T) {
 	n := testns.New(t)
-	manyVeth(t, n, 20) // 41 interfaces with lo
+	n.VethPairs(20) // 41 interfaces with lo
 	h := n.Open()
 	b := capture.NewBudget(0)
 	for _, tc := range []struct {
@@ -102,8 +71,8 @@ func TestIntegrationCaptureCaps(t *testing.T) {
 // refuses one.
 func TestIntegrationRingBudget(t *testing.T) {
 	a, c := testns.New(t), testns.New(t)
-	manyVeth(t, a, 1) // lo, va0, vb0
-	manyVeth(t, c, 1)
+	a.VethPairs(1) // lo, va0, vb0
+	c.VethPairs(1)
 	ha, hc := a.Open(), c.Open()
 	size := smallRing.Size()
 	b := capture.NewBudget(4 * size)
@@ -152,7 +121,7 @@ func TestIntegrationRingBudget(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
-	waitUntil(t, "3 idle rings", func() bool { return pool.Idle() == 3 })
+	waitFor(t, "3 idle rings", func() bool { return pool.Idle() == 3 })
 	if got := b.InUse(); got != 3*size {
 		t.Fatalf("in use %d with 3 idle rings, want %d", got, 3*size)
 	}
@@ -177,7 +146,7 @@ func TestIntegrationRingBudget(t *testing.T) {
 // threads at once per capture, and MaxSetupThreadsTotal in the process.
 func TestIntegrationSetupThreads(t *testing.T) {
 	n := testns.New(t)
-	manyVeth(t, n, 20) // 41 interfaces with lo
+	n.VethPairs(20) // 41 interfaces with lo
 	h := n.Open()
 	capture.ResetSetupPeak()
 	start := time.Now()
@@ -225,7 +194,7 @@ func TestIntegrationSetupThreads(t *testing.T) {
 // interfaces takes with the default ring (docs/reliability.md).
 func TestIntegrationSetupTime(t *testing.T) {
 	n := testns.New(t)
-	manyVeth(t, n, 20)
+	n.VethPairs(20)
 	h := n.Open()
 	for i := range 5 {
 		start := time.Now()

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,24 +14,6 @@ import (
 	"github.com/packetflix/packetflix/internal/testns"
 	"github.com/packetflix/packetflix/server"
 )
-
-// vethNS returns a netns with pairs veth pairs inside it (both ends there,
-// no addresses): 2*pairs+1 interfaces with lo.
-func vethNS(t *testing.T, pairs int) *testns.NS {
-	t.Helper()
-	n := testns.New(t)
-	var b strings.Builder
-	for i := range pairs {
-		fmt.Fprintf(&b, "link add va%d type veth peer name vb%d\nlink set va%d up\nlink set vb%d up\n", i, i, i, i)
-	}
-	cmd := exec.Command("ip", "-n", n.Name, "-batch", "-")
-	cmd.Stdin = strings.NewReader(b.String())
-	t.Logf("$ ip -n %s -batch - (%d veth pairs)", n.Name, pairs)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s -batch: %v: %s", n.Name, err, out)
-	}
-	return n
-}
 
 func plainGet(t *testing.T, ts string, ino uint64) (int, string) {
 	t.Helper()
@@ -76,7 +57,7 @@ func TestIntegrationRingLimits(t *testing.T) {
 	}
 
 	// 41 interfaces: over the per-session interface cap.
-	many := vethNS(t, 20)
+	many := newVethNS(t, 20)
 	cl := dial(t, ts, q("netns", strconv.FormatUint(many.Inode, 10)), nil)
 	code, why := cl.closeStatus()
 	if want := "capture of 41 interfaces is over --max-interfaces-per-session 16: choose fewer with nif"; code != websocket.StatusPolicyViolation || why != want {
@@ -86,7 +67,7 @@ func TestIntegrationRingLimits(t *testing.T) {
 		t.Errorf("plain: %d %q, want 400 naming the cap", code, text)
 	}
 	// 5 interfaces: under that cap, over the session's ring memory.
-	five := vethNS(t, 2)
+	five := newVethNS(t, 2)
 	cl = dial(t, ts, q("netns", strconv.FormatUint(five.Inode, 10)), nil)
 	code, why = cl.closeStatus()
 	if want := "capture needs 0.6 MiB of ring memory, over --max-session-ring-memory 0.5 MiB: choose fewer interfaces with nif"; code != websocket.StatusPolicyViolation || why != want {
@@ -94,7 +75,7 @@ func TestIntegrationRingLimits(t *testing.T) {
 	}
 
 	// Two captures of 3 interfaces do not fit in 5 rings.
-	a, b := vethNS(t, 1), vethNS(t, 1)
+	a, b := newVethNS(t, 1), newVethNS(t, 1)
 	first := dial(t, ts, q("netns", strconv.FormatUint(a.Inode, 10)), nil)
 	first.waitLive()
 	if got := num(info(), "ring_memory_bytes"); got != 3*size {
@@ -137,4 +118,13 @@ func TestIntegrationRingLimits(t *testing.T) {
 		t.Errorf("/metrics lacks %q", want)
 	}
 	second.stop()
+}
+
+// newVethNS is a throwaway netns with pairs veth pairs (both ends in it,
+// no addresses): 2*pairs+1 interfaces with lo.
+func newVethNS(t *testing.T, pairs int) *testns.NS {
+	t.Helper()
+	n := testns.New(t)
+	n.VethPairs(pairs)
+	return n
 }
