@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"net"
-	"net/http"
 	"net/url"
 	"os/exec"
 	"strings"
@@ -80,41 +79,8 @@ func TestIntegrationStalledClientCounters(t *testing.T) {
 	h.a.IP("neigh", "replace", "198.18.1.2", "lladdr", mac, "dev", "eth0", "nud", "permanent")
 
 	var sc *stallConn
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		sc = &stallConn{Conn: c}
-		return sc, nil
-	}}}
-	u := url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http")+"/capture?"+u.Encode(), &websocket.DialOptions{HTTPClient: hc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	c.SetReadLimit(4 << 20)
-	var mu sync.Mutex
-	var data []byte
-	readDone := make(chan websocket.CloseError, 1)
-	go func() {
-		var ce websocket.CloseError
-		for {
-			_, b, err := c.Read(ctx)
-			if err != nil {
-				asClose(err, &ce)
-				readDone <- ce
-				return
-			}
-			mu.Lock()
-			data = append(data, b...)
-			mu.Unlock()
-		}
-	}()
-	waitUntil(t, "stream header", func() bool { mu.Lock(); defer mu.Unlock(); return len(data) > 0 })
+	rc := dialReading(t, ts, url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}},
+		func(c net.Conn) net.Conn { sc = &stallConn{Conn: c}; return sc })
 	sc.stall()
 
 	fctx, stopFlood := context.WithCancel(context.Background())
@@ -171,12 +137,11 @@ func TestIntegrationStalledClientCounters(t *testing.T) {
 	if code, body := getJSON(t, "DELETE", ts.URL+"/api/v1/captures/"+id, nil); code != 200 {
 		t.Fatalf("DELETE: %d %v", code, body)
 	}
-	ce := <-readDone
+	ce := <-rc.done
 	if ce.Code != websocket.StatusNormalClosure {
 		t.Fatalf("close %d %q", ce.Code, ce.Reason)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	data := rc.bytes()
 	s := parse(t, data)
 	st := s.isbs[0].Stats
 	t.Logf("sent %d; API %+v; ISB received %d delivered %d dropped %d; %d EPBs", sent.Load(), end, st.Received, st.Delivered, st.Dropped, len(s.pkts))

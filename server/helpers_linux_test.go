@@ -309,3 +309,58 @@ func (w *rawWS) sendClose(code uint16) {
 	}
 	w.c.Write(f)
 }
+
+// readingClient is a WebSocket capture client whose connection is wrapped
+// (to slow or stall its reads) and that reads the whole stream on a
+// goroutine of its own until the close.
+type readingClient struct {
+	mu   sync.Mutex
+	data []byte
+	done chan websocket.CloseError // the close, once the stream ended
+}
+
+// bytes returns a copy of what arrived so far.
+func (rc *readingClient) bytes() []byte {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return bytes.Clone(rc.data)
+}
+
+// dialReading opens /capture with the query u over a connection wrap
+// returns, reads on until the close, and returns once the stream header
+// arrived. The reader ends with the test at the latest.
+func dialReading(t *testing.T, ts *httptest.Server, u url.Values, wrap func(net.Conn) net.Conn) *readingClient {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return wrap(c), nil
+	}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http")+"/capture?"+u.Encode(), &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	c.SetReadLimit(4 << 20)
+	rc := &readingClient{done: make(chan websocket.CloseError, 1)}
+	go func() {
+		var ce websocket.CloseError
+		for {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				asClose(err, &ce)
+				rc.done <- ce
+				return
+			}
+			rc.mu.Lock()
+			rc.data = append(rc.data, b...)
+			rc.mu.Unlock()
+		}
+	}()
+	waitUntil(t, "stream header", func() bool { rc.mu.Lock(); defer rc.mu.Unlock(); return len(rc.data) > 0 })
+	return rc
+}

@@ -157,42 +157,8 @@ func TestIntegrationSlowClientBounded(t *testing.T) {
 	h.a.IP("neigh", "replace", "198.18.1.2", "lladdr", mac, "dev", "eth0", "nud", "permanent")
 
 	var sc *slowConn
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		sc = &slowConn{Conn: c, rate: 1024}
-		return sc, nil
-	}}}
-	u := url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http")+"/capture?"+u.Encode(), &websocket.DialOptions{HTTPClient: hc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	c.SetReadLimit(4 << 20)
-
-	var mu sync.Mutex
-	var data []byte
-	readDone := make(chan websocket.CloseError, 1)
-	go func() {
-		var ce websocket.CloseError
-		for {
-			_, b, err := c.Read(ctx)
-			if err != nil {
-				asClose(err, &ce)
-				readDone <- ce
-				return
-			}
-			mu.Lock()
-			data = append(data, b...)
-			mu.Unlock()
-		}
-	}()
-	waitUntil(t, "stream header", func() bool { mu.Lock(); defer mu.Unlock(); return len(data) > 0 })
+	rc := dialReading(t, ts, url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}},
+		func(c net.Conn) net.Conn { sc = &slowConn{Conn: c, rate: 1024}; return sc })
 	sc.mu.Lock()
 	sc.throttled = true
 	sc.mu.Unlock()
@@ -226,12 +192,11 @@ func TestIntegrationSlowClientBounded(t *testing.T) {
 	sc.throttled = false
 	sc.mu.Unlock()
 	h.b.IP("link", "del", "eth0")
-	ce := <-readDone
+	ce := <-rc.done
 	if ce.Code != websocket.StatusNormalClosure {
 		t.Fatalf("close %d %q", ce.Code, ce.Reason)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	data := rc.bytes()
 	s := parse(t, data)
 	st := s.isbs[0].Stats
 	t.Logf("sent %d, delivered %d, dropped %d (ISB)", sent, st.Delivered, st.Dropped)
