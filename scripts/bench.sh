@@ -3,7 +3,9 @@
 # (../shared/bench): the service runs as its own process on a spare port,
 # and the same veth traffic is captured by tcpdump for comparison.
 # Knobs are the harness's (REPS, DUR, SIZES, RATES, REFS, SETUP_N, PROBES);
-# the defaults here are a ~5 minute run. Results: out/bench/<time>/.
+# the defaults here are a ~5 minute run. Results: out/bench/<time>/, with
+# report.md: scripts/benchreport's headline table (this build next to
+# tcpdump) and where each scenario lost packets.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 harness=${BENCH_HARNESS:-$top/../shared/bench}
@@ -20,7 +22,12 @@ trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
 for _ in $(seq 50); do curl -fsS -m 1 "http://127.0.0.1:$port/version" >/dev/null 2>&1 && break; sleep 0.1; done
 
 out=$top/out/bench/$(date +%Y%m%d-%H%M%S)
-REPS=${REPS:-3} DUR=${DUR:-5s} SIZES=${SIZES:-64} RATES=${RATES:-"1000 200000 0"} \
+REPS=${REPS:-3} DUR=${DUR:-5s} SIZES=${SIZES:-"64 1400"} RATES=${RATES:-"1000 200000 0"} \
 	REFS=${REFS-tcpdump} SETUP_N=${SETUP_N:-10} PROBES=${PROBES:-0} OUT=$out \
 	"$work/run.sh" "$port"
 cat "$out/summary.md"
+# The measurements are on disk by now: a report that fails says so and
+# leaves them there.
+PATH=$PATH:/usr/local/go/bin
+(cd "$top" && go run ./scripts/benchreport "$out/results.jsonl") | tee "$out/report.md" ||
+	echo "benchreport failed; results are in $out" >&2
