@@ -28,7 +28,7 @@
 // once an interface's capture has ended Pending is 0: Received = Delivered
 // + Dropped, exactly, which is what an ISB reports. Stats reads the kernel
 // counters at each call and Run reads them every second from its own
-// goroutine, so the counters advance while a reader is blocked in a Sink
+// goroutine, so the counters advance while the reader is blocked in a Sink
 // whose client has stalled (that is when the kernel drops). A session's
 // final counters are recorded before its ring is closed or handed to the
 // Pool, so they are never read from a ring another session has reused.
@@ -64,7 +64,8 @@
 //
 // Open sets up the sockets inside the target network namespace (on a
 // locked thread, through netns.Do); from then on the sockets belong to that
-// namespace and are read from ordinary goroutines, one per interface. At
+// namespace and are read by one ordinary goroutine per session, which
+// sleeps in the Go netpoller on an epoll instance holding all of them. At
 // most MaxSetupThreads rings of one capture, and 16 in the process, are set
 // up at once, so a netns with many interfaces costs a bounded number of
 // locked threads.
@@ -97,6 +98,8 @@
 //
 // # Ownership
 //
-// Each ring is read and closed by its reader goroutine only; Session.Run
-// owns those goroutines and returns after they have ended.
+// Each ring is read by the session's reader only, the goroutine that
+// called Session.Run, which also closes the rings (or hands them to the
+// Pool) before it returns. Run's two helpers, the link watcher of an
+// all-interfaces capture and the counter poller, end before Run returns.
 package capture

@@ -62,7 +62,7 @@ type pooled struct {
 
 // NewPool returns a pool that keeps at most maxIdle rings, each for at most
 // ttl, and no longer than their network namespace lives. Each idle ring
-// holds its kernel memory (RingOptions: 4 MiB by default). An empty pool
+// holds its kernel memory (RingOptions: 8 MiB by default). An empty pool
 // runs no goroutine.
 func NewPool(maxIdle int, ttl time.Duration) *Pool {
 	return &Pool{ttl: ttl, maxIdle: maxIdle, idle: map[poolKey][]pooled{}, wakeFD: -1}
@@ -242,8 +242,6 @@ func (r *ring) reuse(ifindex int, prog []unix.SockFilter, promisc bool) error {
 	r.kernPackets.Store(0)
 	r.kernDrops.Store(0)
 	r.statsMu.Unlock()
-	r.stopped.Store(false)
-	r.sockErr = nil
 	return nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -40,10 +39,13 @@ type RingOptions struct {
 	BlockTimeout time.Duration // the kernel hands over a partly filled block after this
 }
 
-// DefaultRingOptions: 4 MiB per interface (about 30 ms of 64-byte packets at
-// 1 Mpps, 150 ms at 200 kpps); a partly filled block reaches us after 2 ms,
-// which bounds the latency a quiet capture adds.
-var DefaultRingOptions = RingOptions{BlockSize: 256 << 10, NumBlocks: 16, BlockTimeout: 2 * time.Millisecond}
+// DefaultRingOptions: 8 MiB per interface, about 28 ms of 1400-byte packets
+// at 200 kpps (2.2 Gbit/s) and 300 ms of 64-byte ones: enough to ride out
+// the scheduling stalls of a busy 2-core machine, where 4 MiB lost 0.1 %
+// of 1400-byte packets at that rate (docs/capture-engine.md). A partly
+// filled block reaches us after 2 ms, which bounds the latency a quiet
+// capture adds.
+var DefaultRingOptions = RingOptions{BlockSize: 256 << 10, NumBlocks: 32, BlockTimeout: 2 * time.Millisecond}
 
 // WithDefaults returns o with its zero fields set from DefaultRingOptions:
 // the geometry a capture with these options gets.
@@ -73,13 +75,11 @@ func (o RingOptions) withDefaults() RingOptions {
 // exactly one goroutine, which also closes it: Close unmaps the ring, and a
 // concurrent read would fault.
 type ring struct {
-	file *os.File // owns the fd; registered with the netpoller
-	rc   syscall.RawConn
-	fd   int
-	mem  []byte
-	bs   int // block size
-	nb   int // number of blocks
-	cur  int // next block to read
+	fd  int // the session's poller watches it; not in the netpoller
+	mem []byte
+	bs  int // block size
+	nb  int // number of blocks
+	cur int // next block to read
 
 	// Counters (see "# Counters" in doc.go). PACKET_STATISTICS resets on
 	// every read, so every read goes through readStats, under statsMu,
@@ -92,8 +92,6 @@ type ring struct {
 	delivered              atomic.Uint64 // taken by the Sink
 	skipped                atomic.Uint64 // in the ring but not taken (see Stats.Skipped)
 	bytes                  atomic.Uint64
-	sockErr                error // set by the wait callback, cleared by wait
-	stopped                atomic.Bool
 	closed                 bool // owned by the reader; set under statsMu
 
 	// cooked, for an interface of a hardware type libpcap has no link
@@ -184,21 +182,15 @@ func openRing(ifindex int, sockType int, prog []unix.SockFilter, ignoreOutgoing,
 	if e, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); e != 0 && syscall.Errno(e) != unix.ENETDOWN {
 		return nil, fmt.Errorf("bind: %w", syscall.Errno(e))
 	}
-	// The netpoller wakes the reader when a block is retired (sk_data_ready)
-	// or the socket reports an error, without holding an OS thread per
-	// interface in poll(2), and a read deadline stops the reader at once.
-	r.file = os.NewFile(uintptr(fd), "packet")
-	if r.rc, err = r.file.SyscallConn(); err != nil {
-		return nil, fmt.Errorf("netpoller: %w", err)
-	}
+	// The session's poller (poller_linux.go) is told when a block is
+	// retired (sk_data_ready) or the socket reports an error.
 	return r, nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // close unmaps the ring and closes the socket. Only the reader calls it,
-// after its loop has ended (or Open, on failure). file is never reset, so
-// that stop may still read it from another goroutine.
+// after its loop has ended (or Open, on failure).
 func (r *ring) close() {
 	r.statsMu.Lock()
 	defer r.statsMu.Unlock()
@@ -212,21 +204,7 @@ func (r *ring) close() {
 		_ = unix.Munmap(r.mem)
 		r.mem = nil
 	}
-	if r.file != nil {
-		_ = r.file.Close()
-	} else {
-		_ = unix.Close(r.fd)
-	}
-}
-
-// stop makes a waiting reader return; safe from any goroutine. The flag is
-// set before the deadline so that a reader arming its own deadline at the
-// same time either sees the flag or has its deadline overwritten.
-func (r *ring) stop() {
-	r.stopped.Store(true)
-	if r.file != nil {
-		_ = r.file.SetReadDeadline(time.Unix(1, 0))
-	}
+	_ = unix.Close(r.fd)
 }
 
 func (r *ring) blockHdr(i int) *unix.TpacketHdrV1 {
@@ -240,38 +218,11 @@ func (r *ring) ready(i int) bool {
 	return atomic.LoadUint32(&r.blockHdr(i).Block_status)&unix.TP_STATUS_USER != 0
 }
 
-// wait blocks until the current block is ready, the socket reports an
-// error, stop is called (errStopped) or timeout passes (errTimeout).
-func (r *ring) wait(timeout time.Duration) error {
-	// SO_ERROR is cleared by reading it, so an error seen once must be
-	// reported once: kept from an earlier wake-up (an interface flap), it
-	// would be reported again on every wake-up after.
-	r.sockErr = nil
-	_ = r.file.SetReadDeadline(time.Now().Add(timeout))
-	if r.stopped.Load() {
-		return errStopped
-	}
-	err := r.rc.Read(func(uintptr) bool {
-		if r.ready(r.cur) {
-			return true
-		}
-		if e, _ := unix.GetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ERROR); e != 0 {
-			r.sockErr = syscall.Errno(e)
-			return true
-		}
-		return false
-	})
-	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if r.stopped.Load() {
-				return errStopped
-			}
-			return errTimeout
-		}
-		return err
-	}
-	if r.sockErr != nil {
-		return r.sockErr
+// sockError reads and clears the socket's pending error (SO_ERROR): the
+// kernel reports an interface that went down or away this way.
+func (r *ring) sockError() error {
+	if e, _ := unix.GetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_ERROR); e != 0 {
+		return syscall.Errno(e)
 	}
 	return nil
 }
@@ -297,11 +248,11 @@ func (r *ring) present(index int, name string) bool {
 }
 
 // readBlock hands every packet of the current block to sink, returns the
-// block to the kernel and advances. p is the caller's reusable Packet, so
+// block to the kernel and advances; it returns the block's packet count. p is the caller's reusable Packet, so
 // nothing is allocated per packet. Every packet of the block ends up
 // counted exactly once, as delivered or as skipped: the kernel counted all
 // of them in tp_packets.
-func (r *ring) readBlock(p *Packet, sink Sink) error {
+func (r *ring) readBlock(p *Packet, sink Sink) (int, error) {
 	base := r.cur * r.bs
 	h := r.blockHdr(r.cur)
 	n := int(h.Num_pkts)
@@ -365,7 +316,7 @@ func (r *ring) readBlock(p *Packet, sink Sink) error {
 		r.skipped.Add(uint64(n) - delivered)
 	}
 	r.release()
-	return err
+	return n, err
 }
 
 const sllSize = int(unsafe.Sizeof(unix.RawSockaddrLinklayer{}))

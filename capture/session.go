@@ -34,6 +34,13 @@ type Config struct {
 	Promiscuous bool
 	// Ring sizes each interface's kernel ring; zero fields take defaults.
 	Ring RingOptions
+	// FitRing lets Open make each ring smaller than Ring, down to
+	// MinFitBlocks blocks, when the rings of all selected interfaces
+	// would not fit MaxRingMemory at Ring's size: an all-interfaces
+	// capture of a netns with many interfaces then runs with smaller
+	// rings instead of being refused. For a size the client asked for,
+	// leave it false.
+	FitRing bool
 	// Pool, if set, lends rings of ended captures and takes this
 	// capture's rings back when it ends.
 	Pool *Pool
@@ -99,15 +106,16 @@ type Packet struct {
 	VLANTCI   uint16
 }
 
-// Sink receives packets. WritePacket and Idle are called from one
-// goroutine per interface, concurrently. WritePacket may block, which is
-// how backpressure works: the reader stops draining, the kernel ring fills
-// and the kernel drops and counts packets. Both must return promptly once
-// the context given to Session.Run is cancelled.
+// Sink receives packets. Its methods are called from one goroutine, the
+// one running Session.Run, never concurrently. WritePacket may block,
+// which is how backpressure works: the reader stops draining, the kernel
+// rings fill and the kernel drops and counts packets. They must return
+// promptly once the context given to Session.Run is cancelled.
 type Sink interface {
 	WritePacket(p *Packet) error
-	// Idle is called when a reader has drained its ring, a natural moment
-	// to send what is buffered.
+	// Idle is called when the reader has drained every ring, a natural
+	// moment to send what is buffered, and at least once a second while
+	// the capture is quiet.
 	Idle() error
 	// AddInterface announces an interface that joined an all-interfaces
 	// capture after it started; id is its Packet.Interface value. It is
@@ -223,6 +231,9 @@ func OpenContext(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	sel, err := selectLinks(links, cfg.Interfaces, ino)
 	if err == nil {
+		if cfg.FitRing {
+			cfg.Ring = fitRing(cfg.Ring, len(sel), cfg.MaxRingMemory)
+		}
 		err = checkCaps(cfg, len(sel), ino)
 	}
 	if err != nil {
@@ -245,6 +256,21 @@ func OpenContext(ctx context.Context, cfg Config) (*Session, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// MinFitBlocks is the fewest blocks FitRing shrinks a ring to (1 MiB at
+// the default block size).
+const MinFitBlocks = 4
+
+// fitRing returns o with fewer blocks when n rings of o would exceed
+// limit (0: no limit): as many as fit, but no fewer than MinFitBlocks (or
+// than o has, if that is fewer). It never grows a ring.
+func fitRing(o RingOptions, n int, limit int64) RingOptions {
+	if limit <= 0 || n <= 0 || int64(n)*o.Size() <= limit {
+		return o
+	}
+	o.NumBlocks = max(int(limit/int64(n)/int64(o.BlockSize)), min(MinFitBlocks, o.NumBlocks))
+	return o
 }
 
 // checkCaps refuses a capture of n interfaces that is over a per-capture
@@ -376,6 +402,9 @@ func selectLinks(links []link, names []string, ino uint64) ([]link, error) {
 	return sel, nil
 }
 
+// RingSize is the size of each of this capture's rings, after FitRing.
+func (s *Session) RingSize() int64 { return s.cfg.Ring.Size() }
+
 // NetNS returns the inode of the captured namespace.
 func (s *Session) NetNS() uint64 { return s.netns }
 
@@ -400,6 +429,9 @@ const statsInterval = time.Second
 // keep running; in an all-interfaces capture, interfaces created in the
 // netns join (Sink.AddInterface). Run closes all rings before it returns;
 // Stats then holds the final counters. Run may be called only once.
+//
+// One goroutine, the caller's, reads all rings and calls the Sink (see
+// poller_linux.go for why not one per ring).
 func (s *Session) Run(ctx context.Context, sink Sink) error {
 	s.mu.Lock()
 	if s.started || s.closed {
@@ -408,72 +440,56 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 	}
 	s.started = true
 	rings := slices.Clone(s.rings)
+	ifaces := slices.Clone(s.ifaces)
 	s.stats = make([]Stats, len(rings))
 	s.done = make([]bool, len(rings))
 	s.mu.Unlock()
 	defer s.closeAll()
 
+	pl, err := newPoller()
+	if err != nil {
+		for i, r := range rings {
+			s.finish(i, r, err)
+		}
+		return &OpError{Op: OpRead, NetNS: s.netns, Err: err}
+	}
+	defer pl.close()
+	rd := &reader{s: s, pl: pl, sink: sink}
+	for i, r := range rings {
+		if err := rd.watch(i, r, ifaces[i]); err != nil {
+			rd.end(err)
+			return &OpError{Op: OpRead, NetNS: s.netns, Interface: ifaces[i].Name, Err: err}
+		}
+	}
+	if len(rings) == 0 && s.mon == nil {
+		return nil
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var (
-		wg     sync.WaitGroup
-		errMu  sync.Mutex
-		errs   []error
-		active int
-	)
-	// start runs interface i's reader. With mu held by the caller.
-	start := func(i int, r *ring, ifc Interface) {
-		active++
-		wg.Go(func() {
-			err := s.read(r, i, ifc, sink)
-			s.finish(i, r, err)
-			errMu.Lock()
-			errs = append(errs, err)
-			active--
-			last := active == 0
-			errMu.Unlock()
-			if (err != nil && !errors.Is(err, ErrInterfaceGone)) || last {
-				cancel() // the sink failed, or no reader is left
-			}
-		})
-	}
 	stopAll := context.AfterFunc(ctx, func() {
+		pl.stop()
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		for _, r := range s.rings {
-			r.stop()
-		}
 		if s.mon != nil {
 			s.mon.stop()
 		}
 	})
 	defer stopAll()
 
-	errMu.Lock()
-	for i, r := range rings {
-		start(i, r, s.ifaces[i])
-	}
-	errMu.Unlock()
+	var wg sync.WaitGroup
+	var watchErr error
 	if s.mon != nil {
 		wg.Go(func() {
-			if err := s.watchLinks(ctx, sink, func(i int, r *ring, ifc Interface) {
-				errMu.Lock()
-				defer errMu.Unlock()
-				start(i, r, ifc)
-			}); err != nil {
-				errMu.Lock()
-				errs = append(errs, err)
-				errMu.Unlock()
+			if err := s.watchLinks(ctx, rd.offer); err != nil {
+				watchErr = err
 				cancel()
 			}
 		})
 	}
-	// The kernel counters are read here too, not only by the readers: a
+	// The kernel counters are read here too, not only by the reader: a
 	// reader blocked in the Sink (a stalled client) reads nothing, and
 	// that is when the kernel counts drops.
-	if len(rings) == 0 && s.mon == nil {
-		cancel()
-	}
 	wg.Go(func() {
 		t := time.NewTicker(statsInterval)
 		defer t.Stop()
@@ -486,32 +502,221 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 			}
 		}
 	})
+	err = rd.run()
+	cancel()
 	wg.Wait()
+	rd.end(err)
+	if err == nil && watchErr != nil {
+		err = watchErr
+	}
+	return err
+}
 
-	var gone error
-	allGone := true
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			allGone = false
-		case errors.Is(err, ErrInterfaceGone):
-			if gone == nil {
-				gone = err
+// reader is the one goroutine reading a session's rings.
+type reader struct {
+	s    *Session
+	pl   *poller
+	sink Sink
+
+	active []*readerRing
+
+	mu      sync.Mutex // guards pending and ended
+	pending []*readerRing
+	ended   bool
+}
+
+type readerRing struct {
+	r    *ring
+	ifc  Interface
+	p    Packet // the reusable Packet of this interface's packets
+	seen bool   // a block was read since the last presence check
+}
+
+// watch adds a ring to the reader's set. Only the reader calls it (or Run
+// before the reader starts).
+func (rd *reader) watch(i int, r *ring, ifc Interface) error {
+	rr := &readerRing{r: r, ifc: ifc, p: Packet{Interface: i}}
+	rd.active = append(rd.active, rr)
+	return rd.pl.add(r.fd, i)
+}
+
+// offer hands the reader a ring of an interface that joined; it announces
+// the interface to the Sink and starts reading it. Safe from any
+// goroutine; after the reader has ended, the ring is closed.
+func (rd *reader) offer(i int, r *ring, ifc Interface) {
+	rd.mu.Lock()
+	if rd.ended {
+		rd.mu.Unlock()
+		rd.s.finish(i, r, errStopped)
+		return
+	}
+	rd.pending = append(rd.pending, &readerRing{r: r, ifc: ifc, p: Packet{Interface: i}})
+	rd.mu.Unlock()
+	rd.pl.wake()
+}
+
+// takeOffers starts reading the rings offered since the last call.
+func (rd *reader) takeOffers() error {
+	rd.mu.Lock()
+	offers := rd.pending
+	rd.pending = nil
+	rd.mu.Unlock()
+	for k, rr := range offers {
+		if err := rd.sink.AddInterface(rr.p.Interface, rr.ifc); err != nil {
+			for _, o := range offers[k:] {
+				rd.s.finish(o.p.Interface, o.r, err)
 			}
-		default:
 			return err
 		}
-	}
-	if allGone {
-		return gone
+		if err := rd.pl.add(rr.r.fd, rr.p.Interface); err != nil {
+			rd.s.finish(rr.p.Interface, rr.r, err)
+			continue // the capture goes on without it, as when opening fails
+		}
+		rd.active = append(rd.active, rr)
 	}
 	return nil
 }
 
+// anyReady reports whether a ring has a block for the reader.
+func (rd *reader) anyReady() bool {
+	for _, rr := range rd.active {
+		if rr.r.ready(rr.r.cur) {
+			return true
+		}
+	}
+	return false
+}
+
+// run reads until the poller is stopped (nil), the Sink fails (its error),
+// a ring fails (that error) or every interface is gone (the first one's
+// error, wrapping ErrInterfaceGone).
+func (rd *reader) run() error {
+	var gone error
+	drop := func(k int, err error) {
+		rr := rd.active[k]
+		rd.pl.remove(rr.r.fd)
+		rd.active = slices.Delete(rd.active, k, k+1)
+		rd.s.finish(rr.p.Interface, rr.r, err)
+		if gone == nil {
+			gone = err
+		}
+	}
+	opErr := func(rr *readerRing, op string, err error) error {
+		return &OpError{Op: op, NetNS: rd.s.netns, Interface: rr.ifc.Name, Err: err}
+	}
+	// checkErrs handles the socket errors the last wait reported.
+	checkErrs := func() error {
+		for _, id := range rd.pl.errs {
+			k := slices.IndexFunc(rd.active, func(rr *readerRing) bool { return rr.p.Interface == id })
+			if k < 0 {
+				continue
+			}
+			rr := rd.active[k]
+			err := rr.r.sockError()
+			switch {
+			case err == nil:
+			case errors.Is(err, unix.ENETDOWN), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
+				// The kernel says ENETDOWN both when the interface goes
+				// down and when it is unregistered; only the second ends
+				// this interface. After a down, delivery resumes when it
+				// comes up.
+				if !rr.r.present(rr.ifc.Index, rr.ifc.Name) {
+					drop(k, opErr(rr, OpRead, ErrInterfaceGone))
+				}
+			default:
+				return opErr(rr, OpRead, err)
+			}
+		}
+		return nil
+	}
+	ever := len(rd.active) > 0
+	nextCheck := time.Now().Add(statsInterval)
+	for {
+		// One block per ring per pass, so a busy interface cannot
+		// starve the others.
+		progressed := false
+		for _, rr := range rd.active {
+			if !rr.r.ready(rr.r.cur) {
+				continue
+			}
+			progressed, rr.seen = true, true
+			if _, err := rr.r.readBlock(&rr.p, rd.sink); err != nil {
+				return err
+			}
+		}
+		if rd.pl.stopped.Load() {
+			return nil
+		}
+		if progressed {
+			continue
+		}
+		if err := rd.sink.Idle(); err != nil {
+			return err
+		}
+		if err := rd.takeOffers(); err != nil {
+			return err
+		}
+		ever = ever || len(rd.active) > 0
+		if now := time.Now(); !now.Before(nextCheck) {
+			// A quiet interface: the moment to notice one that vanished
+			// while down (the kernel reports nothing then).
+			for k := len(rd.active) - 1; k >= 0; k-- {
+				rr := rd.active[k]
+				if !rr.seen && !rr.r.present(rr.ifc.Index, rr.ifc.Name) {
+					drop(k, opErr(rr, OpRead, ErrInterfaceGone))
+				} else {
+					rr.seen = false
+				}
+			}
+			nextCheck = now.Add(statsInterval)
+		}
+		if ever && len(rd.active) == 0 {
+			return gone
+		}
+		err := rd.pl.wait(nextCheck, rd.anyReady)
+		switch {
+		case err == nil, errors.Is(err, errTimeout):
+		case errors.Is(err, errStopped):
+			return nil
+		default:
+			return &OpError{Op: OpRead, NetNS: rd.s.netns, Err: err}
+		}
+		if err := checkErrs(); err != nil {
+			return err
+		}
+		if ever && len(rd.active) == 0 {
+			return gone
+		}
+	}
+}
+
+// end finishes every ring the reader still has, and those offered after
+// it stopped. Rings of a reader that stopped normally, or because the Sink
+// failed, go to the Pool; after a ring error none does. They are finished
+// concurrently: handing a ring to the Pool waits a few block timeouts for
+// it to empty.
+func (rd *reader) end(err error) {
+	rd.mu.Lock()
+	rd.ended = true
+	rings := append(rd.active, rd.pending...)
+	rd.active, rd.pending = nil, nil
+	rd.mu.Unlock()
+	var opErr *OpError
+	if !errors.As(err, &opErr) {
+		err = nil // stopped, or the Sink failed: the rings are fine
+	}
+	var wg sync.WaitGroup
+	for _, rr := range rings {
+		rd.pl.remove(rr.r.fd)
+		wg.Go(func() { rd.s.finish(rr.p.Interface, rr.r, err) })
+	}
+	wg.Wait()
+}
+
 // watchLinks takes interfaces created in the netns into the capture: it
-// opens a ring, announces the interface to the sink (the IDB goes out
-// before any of its packets) and starts its reader.
-func (s *Session) watchLinks(ctx context.Context, sink Sink, start func(int, *ring, Interface)) error {
+// opens a ring and offers it to the reader, which announces the interface
+// to the sink (the IDB goes out before any of its packets) and reads it.
+func (s *Session) watchLinks(ctx context.Context, offer func(int, *ring, Interface)) error {
 	for {
 		links, err := s.mon.next()
 		if errors.Is(err, errStopped) || ctx.Err() != nil {
@@ -551,51 +756,7 @@ func (s *Session) watchLinks(ctx context.Context, sink Sink, start func(int, *ri
 			s.stats = append(s.stats, Stats{})
 			s.done = append(s.done, false)
 			s.mu.Unlock()
-			if err := sink.AddInterface(i, ifaces[0]); err != nil {
-				rings[0].close()
-				return err
-			}
-			start(i, rings[0], ifaces[0])
-		}
-	}
-}
-
-// read is one reader goroutine's loop.
-func (s *Session) read(r *ring, i int, ifc Interface, sink Sink) error {
-	p := &Packet{Interface: i}
-	opErr := func(op string, err error) error {
-		return &OpError{Op: op, NetNS: s.netns, Interface: ifc.Name, Err: err}
-	}
-	for {
-		if r.ready(r.cur) {
-			if err := r.readBlock(p, sink); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := sink.Idle(); err != nil {
-			return err
-		}
-		err := r.wait(statsInterval)
-		switch {
-		case err == nil:
-		case errors.Is(err, errStopped):
-			return nil
-		case errors.Is(err, errTimeout):
-			// A quiet interface: the moment to notice one that vanished
-			// while down (the kernel reports nothing then).
-			if !r.present(ifc.Index, ifc.Name) {
-				return opErr(OpRead, ErrInterfaceGone)
-			}
-		case errors.Is(err, unix.ENETDOWN), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
-			// The kernel says ENETDOWN both when the interface goes down
-			// and when it is unregistered; only the second ends this
-			// reader. After a down, delivery resumes when it comes up.
-			if !r.present(ifc.Index, ifc.Name) {
-				return opErr(OpRead, ErrInterfaceGone)
-			}
-		default:
-			return opErr(OpRead, err)
+			offer(i, rings[0], ifaces[0])
 		}
 	}
 }

@@ -49,6 +49,10 @@ type CaptureInfo struct {
 	Transport   string          `json:"transport"`
 	StartTime   time.Time       `json:"start_time"`
 	BytesQueued int64           `json:"bytes_queued"`
+	// Memory is what the session holds: its kernel rings (ring_bytes per
+	// interface) and its one message buffer.
+	RingBytes   int64 `json:"ring_bytes"`
+	BufferBytes int64 `json:"buffer_bytes"`
 }
 
 // TargetInfo is what a session captures.
@@ -88,6 +92,7 @@ func (s *Server) captures() []CaptureInfo {
 			Filter: ss.req.Filter, Snaplen: ss.req.Snaplen, Promiscuous: !ss.req.Chaste,
 			Client: ss.client, Transport: ss.transport, StartTime: ss.start,
 			BytesQueued: ss.st.queued.Load(),
+			RingBytes:   ss.cs.RingSize(), BufferBytes: messageSize,
 		}
 		if c := ss.req.Container; c != nil {
 			ci.Target.Name, ci.Target.Type = c.Name, c.Type
@@ -225,7 +230,6 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 		"max_session_ring_memory_bytes": max(c.MaxSessionRingMemory, 0),
 		"max_interfaces_per_session":    max(c.MaxInterfacesPerSession, 0),
 		"message_bytes":                 messageSize,
-		"message_buffers":               messageBuffers,
 		"idle_rings":                    c.IdleRings,
 		"idle_ring_ttl_seconds":         c.IdleRingTTL.Seconds(),
 		"log_requests":                  c.LogRequests,

@@ -3,9 +3,9 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -86,6 +86,9 @@ type transport interface {
 	// end finishes a stream that the service ended (err is why, nil for a
 	// normal end); clientGone says the client left first.
 	end(err error, clientGone bool)
+	// abort makes a write blocked on a client that does not read fail, and
+	// every write after it; from any goroutine.
+	abort()
 }
 
 type wsTransport struct {
@@ -108,6 +111,10 @@ func (t *wsTransport) ping() error {
 }
 
 func (t *wsTransport) closing() <-chan struct{} { return t.gate.closing }
+
+// abort closes the connection under the library: coder/websocket's own
+// Close would wait for the blocked write.
+func (t *wsTransport) abort() { _ = t.gate.Close() }
 
 // refuse closes with the reason. The gate must let the client's answer to
 // our close frame through, or Close would wait for it in vain.
@@ -196,9 +203,13 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 
 	desc := ifDescription(req, cs.NetNS())
 	hdr := s.header(req, cs.NetNS(), ifaces, desc)
-	st := newStream(runCtx, req.Count, desc)
-	// The header goes first through the same queue, so nothing overtakes
-	// it; the first Idle of a reader sends it.
+	st := newStream(sender{
+		write: t.write,
+		ping:  t.ping,
+		idle:  s.cfg.ClientTimeout / 2,
+		fail:  func(err error) { cancelRun(err) },
+	}, req.Count, desc)
+	// The header is the first message; the reader's first Idle writes it.
 	st.buf = append(st.buf, hdr...)
 	s.running(ss, req, cs, st, cancelRun)
 	if ch := t.closing(); ch != nil {
@@ -212,19 +223,14 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		}()
 	}
 
-	sendDone := make(chan error, 1)
-	go func() {
-		sendDone <- st.send(sender{
-			write: t.write,
-			ping:  t.ping,
-			idle:  s.cfg.ClientTimeout / 2,
-			fail:  func(err error) { cancelRun(fmt.Errorf("%w: %w", errClientGone, err)) },
-		})
-	}()
-
+	// The reader encodes and writes to the client itself (stream.go). Once
+	// the session is ending, a client that does not take the rest within
+	// finishTimeout is cut off: the reader may be blocked in its write.
+	stopAbort := afterEnd(runCtx, finishTimeout, t.abort)
+	defer stopAbort()
 	runErr := cs.Run(runCtx, st)
 
-	// Readers have stopped: queue what is left and the ISBs, then close.
+	// The reader has stopped: write what is left and the ISBs, then close.
 	now := time.Now()
 	var tail []byte
 	var total capture.Stats
@@ -243,10 +249,7 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		total.Delivered += x.Delivered
 		total.Bytes += x.Bytes
 	}
-	finishCtx, cancelFinish := context.WithTimeout(connCtx, finishTimeout)
-	defer cancelFinish()
-	st.finish(finishCtx, tail)
-	sendErr := <-sendDone
+	sendErr := st.finish(tail)
 	s.retire(ss, total)
 
 	// Why the session ended: what stopped the readers, else the cause of
@@ -267,6 +270,30 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		log.Info("capture ended", append(fields, zap.String("reason", reasonOf(runErr)), zap.NamedError("cause", runErr))...)
 	}
 	t.end(runErr, clientGone)
+}
+
+// afterEnd calls f d after ctx ends, unless the returned stop is called
+// first.
+func afterEnd(ctx context.Context, d time.Duration, f func()) (stop func()) {
+	var mu sync.Mutex
+	var timer *time.Timer
+	stopped := false
+	unhook := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			timer = time.AfterFunc(d, f)
+		}
+	})
+	return func() {
+		unhook()
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		if timer != nil {
+			timer.Stop()
+		}
+	}
 }
 
 // reasonOf is the close reason for err, for logs of any transport.
@@ -295,14 +322,21 @@ func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Sessio
 			return nil, errHostNetNS
 		}
 	}
+	ring := s.cfg.Ring
+	if req.Buffer > 0 {
+		ring.NumBlocks = int(max(req.Buffer/int64(ring.BlockSize), 1))
+	}
 	return capture.OpenContext(ctx, capture.Config{
 		NetNS:       ns,
 		Interfaces:  ifaces,
 		Filter:      req.Filter,
 		Snaplen:     req.Snaplen,
 		Promiscuous: !req.Chaste,
-		Ring:        s.cfg.Ring,
-		Pool:        s.pool,
+		Ring:        ring,
+		// A size the client asked for is kept or refused; the default
+		// shrinks to let a netns with many interfaces fit the cap.
+		FitRing: req.Buffer == 0,
+		Pool:    s.pool,
 
 		MaxInterfaces: max(s.cfg.MaxInterfacesPerSession, 0),
 		MaxRingMemory: max(s.cfg.MaxSessionRingMemory, 0),

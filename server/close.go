@@ -99,7 +99,7 @@ func limitReason(e *capture.LimitError) string {
 	case errors.Is(e.Err, capture.ErrTooManyInterfaces):
 		return fmt.Sprintf("capture of %d interfaces is over --max-interfaces-per-session %d: choose fewer with nif", e.Want, e.Max)
 	case errors.Is(e.Err, capture.ErrSessionRingMemory):
-		return fmt.Sprintf("capture needs %s of ring memory, over --max-session-ring-memory %s: choose fewer interfaces with nif", mib(e.Want), mib(e.Max))
+		return fmt.Sprintf("capture needs %s of rings, over --max-session-ring-memory %s: use fewer interfaces (nif) or a smaller buffer", mib(e.Want), mib(e.Max))
 	default: // capture.ErrRingMemory
 		return fmt.Sprintf("ring memory full: %s of --max-ring-memory %s in use, capture needs %s; try again later", mib(e.InUse), mib(e.Max), mib(e.Want))
 	}

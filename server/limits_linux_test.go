@@ -70,7 +70,7 @@ func TestIntegrationRingLimits(t *testing.T) {
 	five := newVethNS(t, 2)
 	cl = dial(t, ts, q("netns", strconv.FormatUint(five.Inode, 10)), nil)
 	code, why = cl.closeStatus()
-	if want := "capture needs 0.6 MiB of ring memory, over --max-session-ring-memory 0.5 MiB: choose fewer interfaces with nif"; code != websocket.StatusPolicyViolation || why != want {
+	if want := "capture needs 0.6 MiB of rings, over --max-session-ring-memory 0.5 MiB: use fewer interfaces (nif) or a smaller buffer"; code != websocket.StatusPolicyViolation || why != want {
 		t.Errorf("close %d %q, want 1008 %q", code, why, want)
 	}
 
@@ -127,4 +127,51 @@ func newVethNS(t *testing.T, pairs int) *testns.NS {
 	n := testns.New(t)
 	n.VethPairs(pairs)
 	return n
+}
+
+// Without buffer=, the rings of a capture that would not fit the session's
+// ring memory at the configured size are made smaller, and the sessions
+// API says how large; a size the client asks for with buffer= is kept or
+// refused, naming the cap.
+func TestIntegrationRingFitAndBuffer(t *testing.T) {
+	ring := capture.RingOptions{BlockSize: 64 << 10, NumBlocks: 8} // 512 KiB
+	_, ts := startServer(t, func(c *server.Config) {
+		c.Ring = ring
+		c.MaxSessionRingMemory = 2 << 20
+		c.MaxRingMemory = 64 << 20
+	})
+	five := newVethNS(t, 2) // lo + 4 veth ends
+	cl := dial(t, ts, q("netns", strconv.FormatUint(five.Inode, 10)), nil)
+	cl.waitLive()
+	code, body := getJSON(t, "GET", ts.URL+"/api/v1/captures", nil)
+	caps, _ := body["captures"].([]any)
+	if code != 200 || len(caps) != 1 {
+		t.Fatalf("captures: %d %v", code, body)
+	}
+	c := caps[0].(map[string]any)
+	// 2 MiB for 5 rings: 409.6 KiB each, 6 whole blocks of 64 KiB.
+	if got := int64(c["ring_bytes"].(float64)); got != 6*64<<10 {
+		t.Errorf("ring_bytes %d, want %d (fitted: 6 blocks of 64 KiB)", got, 6*64<<10)
+	}
+	if got := int64(c["buffer_bytes"].(float64)); got <= 0 {
+		t.Errorf("buffer_bytes %d, want the session's message buffer", got)
+	}
+	cl.stop()
+
+	// buffer=1: 1 MiB for each of 5 interfaces, over the session's 2 MiB.
+	cl = dial(t, ts, q("netns", strconv.FormatUint(five.Inode, 10), "buffer", "1"), nil)
+	code2, why := cl.closeStatus()
+	if want := "capture needs 5 MiB of rings, over --max-session-ring-memory 2 MiB: use fewer interfaces (nif) or a smaller buffer"; code2 != websocket.StatusPolicyViolation || why != want {
+		t.Errorf("close %d %q, want 1008 %q", code2, why, want)
+	}
+	// buffer=1 on one interface fits, and is what it gets.
+	one := newVethNS(t, 1)
+	cl = dial(t, ts, q("netns", strconv.FormatUint(one.Inode, 10), "nif", "va0", "buffer", "1"), nil)
+	cl.waitLive()
+	_, body = getJSON(t, "GET", ts.URL+"/api/v1/captures", nil)
+	caps, _ = body["captures"].([]any)
+	if len(caps) != 1 || int64(caps[0].(map[string]any)["ring_bytes"].(float64)) != 1<<20 {
+		t.Errorf("captures %v, want one with ring_bytes 1 MiB", body)
+	}
+	cl.stop()
 }

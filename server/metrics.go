@@ -99,7 +99,7 @@ var (
 	descDropped   = prometheus.NewDesc("packetflix_packets_dropped_total", "Received packets never delivered: kernel drops plus skipped.", nil, nil)
 	descSkipped   = prometheus.NewDesc("packetflix_packets_skipped_total", "Packets that reached a capture ring but were not delivered (older than a reused ring's capture, refused by an ending stream, left in the ring at the end).", nil, nil)
 	descPending   = prometheus.NewDesc("packetflix_packets_pending", "Packets in capture rings not yet read, running sessions.", nil, nil)
-	descQueued    = prometheus.NewDesc("packetflix_send_queue_bytes", "Bytes queued for WebSocket and HTTP clients, all sessions.", nil, nil)
+	descQueued    = prometheus.NewDesc("packetflix_send_queue_bytes", "Bytes being written to WebSocket and HTTP clients (stuck there while a client does not read), all sessions.", nil, nil)
 	descRingMem   = prometheus.NewDesc("packetflix_ring_memory_bytes", "Kernel ring memory locked now: running captures' rings and idle rings kept for reuse.", nil, nil)
 	descRingMax   = prometheus.NewDesc("packetflix_ring_memory_max_bytes", "The ring memory budget (--max-ring-memory); 0 means no cap.", nil, nil)
 )

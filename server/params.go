@@ -24,6 +24,10 @@ const (
 	maxContainerLen = 16 << 10
 	maxIfNameLen    = 15 // IFNAMSIZ - 1
 	maxInterfaces   = 256
+	// maxBufferMiB bounds buffer=; the session's and the service's ring
+	// memory caps (--max-session-ring-memory, --max-ring-memory) decide
+	// below it.
+	maxBufferMiB = 1024
 )
 
 // The headers csharg sends next to each query parameter; a header wins over
@@ -102,6 +106,10 @@ type captureRequest struct {
 	Filter     string
 	Chaste     bool
 	Snaplen    int
+	// Buffer is the kernel ring size per interface the client asked for
+	// (buffer=, in MiB as dumpcap's -B), in bytes; 0: the service's
+	// --ring-size.
+	Buffer int64
 	// Limits: the session ends normally after Count packets or Duration;
 	// 0 means none.
 	Count    int64
@@ -198,6 +206,13 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 			return nil, badRequest("snaplen must be a number from 1 to %d, got %q", capture.DefaultSnaplen, clip(s, 24))
 		}
 		req.Snaplen = n
+	}
+	if v := q.Get("buffer"); q.Has("buffer") {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 || n > maxBufferMiB {
+			return nil, badRequest("buffer must be a ring size in MiB from 1 to %d, got %q", maxBufferMiB, clip(v, 24))
+		}
+		req.Buffer = int64(n) << 20
 	}
 	if v := q.Get("count"); q.Has("count") {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)

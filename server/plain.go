@@ -50,7 +50,7 @@ func (s *Server) handlePlain(w http.ResponseWriter, r *http.Request) {
 type httpTransport struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
-	started bool // only the sender writes, and end runs after it
+	started bool // only the capture's reader writes, and end runs after it
 }
 
 const endReasonTrailer = "Packetflix-End-Reason"
@@ -72,6 +72,8 @@ func (t *httpTransport) write(b []byte) error {
 	}
 	return t.rc.Flush()
 }
+
+func (t *httpTransport) abort() { _ = t.rc.SetWriteDeadline(time.Now()) }
 
 // ping: an HTTP response has no ping; TCP keepalive and TCP_USER_TIMEOUT
 // (Server.connContext) notice a vanished client.

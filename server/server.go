@@ -116,8 +116,9 @@ const (
 	DefaultMaxSessionsPerClient = 8
 	// DefaultMaxRingMemory is sized for a small node (2 GiB of RAM): at
 	// most an eighth of it locked in rings, which no cgroup accounts for.
-	// That is 64 rings of the default 4 MiB: one session of 32 interfaces
-	// (half, the default per-session cap) and room for others.
+	// That is 32 rings of the default 8 MiB: one session of 16 interfaces
+	// (half, the default per-session cap; more with smaller rings) and
+	// room for others.
 	DefaultMaxRingMemory = 256 << 20
 	// DefaultMaxInterfacesPerSession bounds a session's sockets and reader
 	// goroutines whatever the ring size; lab routers stay well under it.

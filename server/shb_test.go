@@ -179,7 +179,7 @@ func Test_targetComment(t *testing.T) {
 // Test_streamAddInterfaceDescription: an interface that joins mid-capture
 // is described like the first ones.
 func Test_streamAddInterfaceDescription(t *testing.T) {
-	s := newStream(t.Context(), 0, "netns 4026532999, target blue")
+	s := newStream(discard, 0, "netns 4026532999, target blue")
 	if err := s.AddInterface(2, capture.Interface{Name: "veth9", LinkType: pcapng.LinkTypeEthernet, Snaplen: 96}); err != nil {
 		t.Fatal(err)
 	}

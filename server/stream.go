@@ -1,8 +1,7 @@
 package server
 
 import (
-	"context"
-	"sync"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -11,64 +10,67 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Stream buffering per session, the whole of what a session holds in user
-// space: messageBuffers buffers of messageSize bytes (one being filled, the
-// rest queued for or in the WebSocket write). Behind them only the kernel
-// rings (capture.RingOptions) hold packets; when both are full the kernel
-// drops and counts.
-const (
-	messageSize    = 64 << 10
-	messageBuffers = 4
-)
+// messageSize is a session's whole user-space buffer: one message being
+// filled. The capture's reader fills it and writes it to the client itself
+// (no hand-off to another goroutine: each one cost futex wake-ups that
+// measured more than the packet work; docs/capture-engine.md). While the
+// client is slower than the traffic, the write blocks, packets wait in the
+// kernel rings (capture.RingOptions), and once those are full the kernel
+// drops and counts them.
+const messageSize = 256 << 10
 
 // stream is the capture.Sink of one session: it encodes packets as pcapng
-// EPBs into message buffers and hands full ones to the sender. Safe for
-// concurrent use by the capture readers; the session's handler owns it and
-// its sender goroutine.
+// EPBs into the message buffer and writes full ones to the client. The
+// capture calls it from one goroutine; the session's handler owns it.
 type stream struct {
-	ctx context.Context
-
-	mu  sync.Mutex
+	out sender
 	buf []byte
-	pkt pcapng.Packet // scratch, guarded by mu
+	pkt pcapng.Packet // scratch
 
-	queue chan []byte // filled buffers, to the sender
-	free  chan []byte // sent buffers, back from the sender
-
-	queued atomic.Int64 // bytes waiting in queue (for stats)
+	// queued is the size of the message being written (for stats: with
+	// a stalled client, what is stuck in the write).
+	queued atomic.Int64
 
 	limit   int64 // packets to write at most; 0: no limit
-	written int64 // guarded by mu
+	written int64
 
-	ifDesc string // if_description of the IDBs of interfaces that join
+	ifDesc    string // if_description of the IDBs of interfaces that join
+	lastWrite time.Time
+	err       error // the first write error; every write after fails
+}
+
+// sender is how the stream reaches its client.
+type sender struct {
+	write func([]byte) error
+	// ping checks an idle client; it runs after idle without a message.
+	ping func() error
+	idle time.Duration
+	// fail is told the first write or ping error, to end the session.
+	fail func(error)
 }
 
 // newStream returns a stream that ends (errLimit) after limit packets, if
 // limit > 0. ifDesc describes interfaces that join the capture, as the
 // session's first IDBs describe theirs.
-func newStream(ctx context.Context, limit int64, ifDesc string) *stream {
-	s := &stream{
-		ctx:    ctx,
-		limit:  limit,
-		ifDesc: ifDesc,
-		buf:    make([]byte, 0, messageSize),
-		queue:  make(chan []byte, messageBuffers),
-		free:   make(chan []byte, messageBuffers),
+func newStream(out sender, limit int64, ifDesc string) *stream {
+	return &stream{
+		out:       out,
+		limit:     limit,
+		ifDesc:    ifDesc,
+		buf:       make([]byte, 0, messageSize),
+		lastWrite: time.Now(),
 	}
-	for i := 1; i < messageBuffers; i++ {
-		s.free <- make([]byte, 0, messageSize)
-	}
-	return s
 }
 
-// WritePacket appends one EPB, sending the buffer first if the EPB would
-// not fit. It blocks while all buffers are in flight. It returns nil
-// exactly when the packet is in the stream (counted as delivered): a full
-// buffer is sent by the next WritePacket, Idle or finish, so a send that
-// fails never un-writes a packet already appended.
+// WritePacket appends one EPB, writing the buffer first if the EPB would
+// not fit; that write blocks while the client does not read. It returns
+// nil exactly when the packet is in the stream (counted as delivered): a
+// full buffer is written by the next WritePacket, Idle or finish, so a
+// write that fails never un-writes a packet already appended.
 func (s *stream) WritePacket(p *capture.Packet) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err // the client is gone: not delivered
+	}
 	if s.limit > 0 && s.written >= s.limit {
 		return errLimit
 	}
@@ -82,7 +84,7 @@ func (s *stream) WritePacket(p *capture.Packet) error {
 	}
 	s.pkt.Direction, s.pkt.Reception = direction(p.PktType)
 	if len(s.buf) > 0 && len(s.buf)+pcapng.EPBSize(&s.pkt, len(p.Data)) > messageSize {
-		if err := s.sendLocked(); err != nil {
+		if err := s.flush(); err != nil {
 			return err
 		}
 	}
@@ -95,11 +97,9 @@ func (s *stream) WritePacket(p *capture.Packet) error {
 // pcapng allows IDBs anywhere in a section, before that interface's first
 // packet.
 func (s *stream) AddInterface(id int, ifc capture.Interface) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.buf = pcapng.AppendIDB(s.buf, idb(ifc, s.ifDesc))
 	if len(s.buf) >= messageSize {
-		return s.sendLocked()
+		return s.flush()
 	}
 	return nil
 }
@@ -127,103 +127,58 @@ func direction(t uint8) (pcapng.Direction, pcapng.Reception) {
 	return pcapng.DirectionUnknown, pcapng.ReceptionUnspecified
 }
 
-// Idle sends what is buffered: a reader has drained its ring, so nothing
-// is gained by waiting, and an interactive capture sees packets at once.
-// The kernel's block timeout (capture.RingOptions) bounds how long a packet
-// waits before a reader sees it.
+// Idle writes what is buffered: the reader has drained the rings, so
+// nothing is gained by waiting, and an interactive capture sees packets at
+// once. The kernel's block timeout (capture.RingOptions) bounds how long a
+// packet waits before the reader sees it. A client that got no message for
+// out.idle is pinged instead.
 func (s *stream) Idle() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.buf) == 0 {
-		return nil
-	}
-	return s.sendLocked()
-}
-
-// sendLocked queues the current buffer and takes a free one.
-func (s *stream) sendLocked() error {
-	n := int64(len(s.buf))
-	select {
-	case s.queue <- s.buf:
-		s.queued.Add(n)
-	case <-s.ctx.Done():
-		return s.ctx.Err()
-	}
-	select {
-	case b := <-s.free:
-		s.buf = b[:0]
-		return nil
-	case <-s.ctx.Done():
-		s.buf = nil
-		return s.ctx.Err()
-	}
-}
-
-// finish queues what is left plus tail (the ISBs) and closes the queue, so
-// the sender ends after writing them. The readers must have stopped; ctx
-// bounds the wait for a client that does not read.
-func (s *stream) finish(ctx context.Context, tail []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.buf = append(s.buf, tail...)
 	if len(s.buf) > 0 {
-		select {
-		case s.queue <- s.buf:
-			s.queued.Add(int64(len(s.buf)))
-		case <-ctx.Done():
+		return s.flush()
+	}
+	if s.err != nil {
+		return s.err
+	}
+	if now := time.Now(); now.Sub(s.lastWrite) >= s.out.idle {
+		s.lastWrite = now
+		if err := s.out.ping(); err != nil {
+			return s.failed(err)
 		}
 	}
-	s.buf = nil
-	close(s.queue)
+	return nil
 }
 
-// sender is how the stream reaches its client.
-type sender struct {
-	write func([]byte) error
-	// ping checks an idle client; it runs after idle without a message.
-	ping func() error
-	idle time.Duration
-	// fail is told the first write or ping error, to end the session.
-	fail func(error)
+// flush writes the buffer as one message and empties it.
+func (s *stream) flush() error {
+	if s.err != nil {
+		return s.err
+	}
+	s.queued.Store(int64(len(s.buf)))
+	err := s.out.write(s.buf)
+	s.queued.Store(0)
+	s.buf = s.buf[:0]
+	s.lastWrite = time.Now()
+	if err != nil {
+		return s.failed(err)
+	}
+	return nil
 }
 
-// send writes queued buffers until the queue is closed. After an error it
-// keeps draining (and discarding) so that finish and sendLocked never
-// block on a dead client.
-func (s *stream) send(to sender) error {
-	var err error
-	fail := func(e error) {
-		if err == nil {
-			err = e
-			to.fail(e)
-		}
+// failed records the first write or ping error and tells the session.
+func (s *stream) failed(err error) error {
+	if s.err == nil {
+		s.err = fmt.Errorf("%w: %w", errClientGone, err)
+		s.out.fail(s.err)
 	}
-	t := time.NewTimer(to.idle)
-	defer t.Stop()
-	for {
-		select {
-		case b, ok := <-s.queue:
-			if !ok {
-				return err
-			}
-			s.queued.Add(-int64(len(b)))
-			if err == nil {
-				if e := to.write(b); e != nil {
-					fail(e)
-				}
-			}
-			select {
-			case s.free <- b[:0]:
-			default:
-			}
-			t.Reset(to.idle)
-		case <-t.C:
-			if err == nil {
-				if e := to.ping(); e != nil {
-					fail(e)
-				}
-			}
-			t.Reset(to.idle)
-		}
+	return s.err
+}
+
+// finish writes what is left plus tail (the ISBs). The reader must have
+// stopped. After a write error it writes nothing.
+func (s *stream) finish(tail []byte) error {
+	s.buf = append(s.buf, tail...)
+	if len(s.buf) == 0 {
+		return s.err
 	}
+	return s.flush()
 }

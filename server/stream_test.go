@@ -1,27 +1,23 @@
 package server
 
 import (
-	"context"
+	"errors"
 	"testing"
+	"time"
+
+	"github.com/packetflix/packetflix/pcapng"
 
 	"github.com/packetflix/packetflix/capture"
 	"golang.org/x/sys/unix"
 )
 
-// drain runs a sender that discards every message, as a fast client would.
-func drain(s *stream) chan error {
-	done := make(chan error, 1)
-	go func() {
-		done <- s.send(sender{write: func([]byte) error { return nil }, ping: func() error { return nil }, idle: 1 << 62, fail: func(error) {}})
-	}()
-	return done
-}
+// discard is a sender that takes every message, as a fast client would.
+var discard = sender{write: func([]byte) error { return nil }, ping: func() error { return nil }, idle: 1 << 62, fail: func(error) {}}
 
 // Test_streamAllocs: the per-packet path (encode into the message buffer,
-// hand full buffers to the sender) allocates nothing.
+// write full buffers) allocates nothing.
 func Test_streamAllocs(t *testing.T) {
-	s := newStream(context.Background(), 0, "")
-	done := drain(s)
+	s := newStream(discard, 0, "")
 	data := make([]byte, 64)
 	p := &capture.Packet{Timestamp: 1, Length: 64, Data: data, PktType: unix.PACKET_OUTGOING}
 	if n := testing.AllocsPerRun(10000, func() {
@@ -31,15 +27,15 @@ func Test_streamAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Fatalf("%v allocations per packet", n)
 	}
-	s.finish(context.Background(), nil)
-	<-done
+	if err := s.finish(nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // BenchmarkStreamWritePacket: 64-byte packets through the session sink into
-// a sender that discards (no network), one reader.
+// a sender that discards (no network).
 func BenchmarkStreamWritePacket(b *testing.B) {
-	s := newStream(context.Background(), 0, "")
-	done := drain(s)
+	s := newStream(discard, 0, "")
 	p := &capture.Packet{Timestamp: 1, Length: 64, Data: make([]byte, 64), PktType: unix.PACKET_HOST}
 	b.ReportAllocs()
 	b.SetBytes(64)
@@ -50,6 +46,89 @@ func BenchmarkStreamWritePacket(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkts/s")
-	s.finish(context.Background(), nil)
-	<-done
+	if err := s.finish(nil); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// Test_streamWrites: the reader's own writes. Full messages go out when the
+// next EPB would not fit, Idle writes what is buffered, a quiet client is
+// pinged after out.idle, the first write error ends the stream (the session
+// is told once) and nothing is written after it.
+func Test_streamWrites(t *testing.T) {
+	var msgs [][]byte
+	var pings, fails int
+	writeErr := error(nil)
+	out := sender{
+		write: func(b []byte) error {
+			if writeErr != nil {
+				return writeErr
+			}
+			msgs = append(msgs, append([]byte(nil), b...))
+			return nil
+		},
+		ping: func() error { pings++; return nil },
+		idle: time.Hour,
+		fail: func(error) { fails++ },
+	}
+	s := newStream(out, 0, "")
+	p := &capture.Packet{Timestamp: 1, Length: 1500, Data: make([]byte, 1500), PktType: unix.PACKET_HOST}
+	perMsg := messageSize / pcapng.EPBSize(&pcapng.Packet{}, 1500)
+	for range perMsg + 1 {
+		if err := s.WritePacket(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(msgs) != 1 || len(msgs[0]) > messageSize || len(msgs[0]) < messageSize-2000 {
+		t.Fatalf("after %d packets: %d messages (first %d bytes), want one full message", perMsg+1, len(msgs), len(msgs[0]))
+	}
+	if err := s.Idle(); err != nil || len(msgs) != 2 {
+		t.Fatalf("Idle: %v, %d messages; want the buffered packet written", err, len(msgs))
+	}
+	if err := s.Idle(); err != nil || len(msgs) != 2 || pings != 0 {
+		t.Fatalf("Idle with nothing buffered: %v, %d messages, %d pings; want nothing", err, len(msgs), pings)
+	}
+	s.out.idle = 0 // the client has been quiet for long enough
+	if err := s.Idle(); err != nil || pings != 1 {
+		t.Fatalf("Idle of a quiet stream: %v, %d pings; want one ping", err, pings)
+	}
+
+	writeErr = errors.New("connection reset")
+	if err := s.WritePacket(p); err != nil {
+		t.Fatalf("WritePacket into a buffer with room: %v", err)
+	}
+	err := s.Idle()
+	if !errors.Is(err, errClientGone) || !errors.Is(err, writeErr) || fails != 1 {
+		t.Fatalf("Idle after a write error: %v (fails %d); want errClientGone wrapping it, told once", err, fails)
+	}
+	if err := s.WritePacket(p); err == nil {
+		t.Fatal("WritePacket after a write error succeeded")
+	}
+	writeErr = nil
+	if err := s.finish([]byte("ISB")); err == nil || len(msgs) != 2 || fails != 1 {
+		t.Fatalf("finish after a write error: %v, %d messages, fails %d; want the error and nothing written", err, len(msgs), fails)
+	}
+}
+
+// Test_streamCount: count= ends the stream after that many packets, and
+// finish writes the rest and the tail.
+func Test_streamCount(t *testing.T) {
+	var got []byte
+	out := discard
+	out.write = func(b []byte) error { got = append(got, b...); return nil }
+	s := newStream(out, 2, "")
+	p := &capture.Packet{Timestamp: 1, Length: 4, Data: []byte{1, 2, 3, 4}}
+	for i := range 3 {
+		err := s.WritePacket(p)
+		if (i < 2) != (err == nil) || (i == 2 && !errors.Is(err, errLimit)) {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+	}
+	if err := s.finish([]byte("tail")); err != nil {
+		t.Fatal(err)
+	}
+	want := 2*pcapng.EPBSize(&s.pkt, 4) + len("tail") // s.pkt: the last EPB written, flags and all
+	if len(got) != want || string(got[len(got)-4:]) != "tail" {
+		t.Fatalf("wrote %d bytes, want %d ending in the tail", len(got), want)
+	}
 }

@@ -116,6 +116,7 @@ func run() error {
 	authTokenFile := fs.String("auth-token-file", "", "file holding a token that clients must send as \"Authorization: Bearer <token>\"")
 	denyHostNetNS := fs.Bool("deny-host-netns", false, "refuse captures from the service's own network namespace")
 	idleRings := fs.Int("idle-rings", server.DefaultIdleRings, "rings of ended captures kept for reuse by the next capture of the same interface (0: none)")
+	ringSize := fs.String("ring-size", fmt.Sprintf("%dMiB", capture.DefaultRingOptions.Size()>>20), "kernel ring per captured interface: what a capture buffers while its client is slower than the traffic; a multiple of 256KiB, at least 1MiB (clients may ask for another with buffer=, in MiB)")
 	maxRingMemory := fs.String("max-ring-memory", "256MiB", "kernel ring memory the whole service may lock (running captures and idle rings), e.g. 256MiB, 1GiB (0: no cap)")
 	maxSessionRing := fs.String("max-session-ring-memory", "", "ring memory one session may lock (default: half of --max-ring-memory; 0: no cap)")
 	maxIfaces := fs.Int("max-interfaces-per-session", server.DefaultMaxInterfacesPerSession, "most interfaces one session captures (0: no cap)")
@@ -140,6 +141,10 @@ func run() error {
 	addr, err := listenAddress(*listen, *port, fs.Changed("port"))
 	if err != nil {
 		return err
+	}
+	ring, err := ringOptions(*ringSize)
+	if err != nil {
+		return fmt.Errorf("--ring-size: %w", err)
 	}
 	ringMem, err := parseSize(*maxRingMemory)
 	if err != nil {
@@ -219,6 +224,7 @@ func run() error {
 		AuthToken:      token,
 		DenyHostNetNS:  *denyHostNetNS,
 		IdleRings:      idleRingsConfig(*idleRings),
+		Ring:           ring,
 
 		MaxRingMemory:           noCapIfZero(ringMem),
 		MaxSessionRingMemory:    sessionRing,
@@ -309,6 +315,21 @@ func noCapIfZero(n int64) int64 {
 		return -1
 	}
 	return n
+}
+
+// ringOptions turns --ring-size into the ring geometry: blocks of the
+// default size, as many as the size holds.
+func ringOptions(size string) (capture.RingOptions, error) {
+	n, err := parseSize(size)
+	if err != nil {
+		return capture.RingOptions{}, err
+	}
+	o := capture.DefaultRingOptions
+	if n < 1<<20 || n%int64(o.BlockSize) != 0 {
+		return capture.RingOptions{}, fmt.Errorf("%q is not a multiple of %dKiB of at least 1MiB", size, o.BlockSize>>10)
+	}
+	o.NumBlocks = int(n / int64(o.BlockSize))
+	return o, nil
 }
 
 // parseSize reads a byte count: a whole number with an optional binary

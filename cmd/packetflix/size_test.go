@@ -28,3 +28,25 @@ func Test_parseSize(t *testing.T) {
 		}
 	}
 }
+
+// Test_ringOptions: --ring-size in whole blocks of at least 1 MiB.
+func Test_ringOptions(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		blocks int
+		ok     bool
+	}{
+		{"8MiB", 32, true},
+		{"1MiB", 4, true},
+		{"1280KiB", 5, true},
+		{"64M", 256, true},
+		{"512KiB", 0, false},  // under 1 MiB
+		{"1000KiB", 0, false}, // not whole blocks
+		{"lots", 0, false},
+	} {
+		o, err := ringOptions(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && (o.NumBlocks != tc.blocks || o.BlockSize != 256<<10)) {
+			t.Errorf("ringOptions(%q) = %+v, %v; want %d blocks of 256 KiB, ok %v", tc.in, o, err, tc.blocks, tc.ok)
+		}
+	}
+}
