@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -97,7 +98,7 @@ func (p *poller) wait(deadline time.Time, ready func() bool) error {
 	woken := false
 	err := p.rc.Read(func(uintptr) bool {
 		for {
-			n, err := unix.EpollWait(p.epfd, p.events, 0)
+			n, err := epollPoll(p.epfd, p.events)
 			if err == unix.EINTR {
 				continue
 			}
@@ -127,6 +128,19 @@ func (p *poller) wait(deadline time.Time, ready func() bool) error {
 		return err
 	}
 	return nil
+}
+
+// epollPoll is epoll_wait with a zero timeout as a raw system call: it
+// never blocks, so it need not tell the Go scheduler, and entering a
+// system call the scheduler's way wakes its monitor thread (sysmon) when
+// that sleeps - measured, a tenth of the service's context switches came
+// from this one call.
+func epollPoll(epfd int, events []unix.EpollEvent) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
 
 // wake makes a waiting reader return; safe from any goroutine.

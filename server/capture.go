@@ -68,7 +68,7 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	hijacked(r)
 	// connCtx ends when the client closes or the connection dies.
 	connCtx := c.CloseRead(context.Background())
-	s.session(connCtx, &wsTransport{c: c, ctx: s.untilHardStop(connCtx), gate: gw.gate, timeout: s.cfg.ClientTimeout}, req, perr, r.RemoteAddr)
+	s.session(connCtx, &wsTransport{c: c, ctx: s.untilHardStop(connCtx), gate: gw.gate, co: gw.co, timeout: s.cfg.ClientTimeout}, req, perr, r.RemoteAddr)
 }
 
 // transport carries one session's stream to its client.
@@ -95,13 +95,19 @@ type wsTransport struct {
 	c       *websocket.Conn
 	ctx     context.Context
 	gate    *closeGate
+	co      *coalescer
 	timeout time.Duration
 }
 
 func (t *wsTransport) name() string { return "websocket" }
 
 func (t *wsTransport) write(b []byte) error {
-	return t.c.Write(t.ctx, websocket.MessageBinary, b)
+	t.co.begin()
+	err := t.c.Write(t.ctx, websocket.MessageBinary, b)
+	if e := t.co.end(); err == nil {
+		err = e
+	}
+	return err
 }
 
 func (t *wsTransport) ping() error {

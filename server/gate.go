@@ -153,10 +153,12 @@ func payloadLen(h []byte) uint64 {
 	}
 }
 
-// gatedWriter hands coder/websocket a gated connection when it hijacks.
+// gatedWriter hands coder/websocket a gated connection when it hijacks,
+// and a write buffer over a coalescer.
 type gatedWriter struct {
 	http.ResponseWriter
 	gate *closeGate
+	co   *coalescer
 }
 
 func (w *gatedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -165,5 +167,9 @@ func (w *gatedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.gate = newCloseGate(c)
+	// net/http has flushed the response (the 101) before Hijack returns:
+	// its write buffer is empty and may be replaced.
+	w.co = newCoalescer(c)
+	brw.Writer = bufio.NewWriterSize(w.co, wsBufSize)
 	return w.gate, brw, nil
 }
