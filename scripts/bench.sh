@@ -25,9 +25,18 @@ out=$top/out/bench/$(date +%Y%m%d-%H%M%S)
 REPS=${REPS:-3} DUR=${DUR:-5s} SIZES=${SIZES:-"64 1400"} RATES=${RATES:-"1000 200000 0"} \
 	REFS=${REFS-tcpdump} SETUP_N=${SETUP_N:-10} PROBES=${PROBES:-0} OUT=$out \
 	"$work/run.sh" "$port"
-cat "$out/summary.md"
+# (run.sh has printed its summary.md.)
 # The measurements are on disk by now: a report that fails says so and
 # leaves them there.
 PATH=$PATH:/usr/local/go/bin
 (cd "$top" && go run ./scripts/benchreport "$out/results.jsonl") | tee "$out/report.md" ||
 	echo "benchreport failed; results are in $out" >&2
+
+# The service idle, as built and with its binary read back cold (see the
+# script for why both).
+kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
+echo; echo "### idle memory (scripts/idle-rss.sh, kB)"; echo
+echo '```'
+"$top/scripts/idle-rss.sh" "$top/bin/packetflix" | tail -1 | sed 's/^median/as built, median of 3/'
+"$top/scripts/idle-rss.sh" --cold "$top/bin/packetflix" | tail -1 | sed 's/^median/read back cold, median of 3/'
+echo '```'

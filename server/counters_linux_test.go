@@ -42,8 +42,10 @@ func (c *stallConn) stall() {
 
 func (c *stallConn) unstall() {
 	c.mu.Lock()
-	close(c.resume)
-	c.resume = nil
+	if c.resume != nil {
+		close(c.resume)
+		c.resume = nil
+	}
 	c.mu.Unlock()
 }
 
@@ -198,5 +200,59 @@ func TestIntegrationCookedTshark(t *testing.T) {
 		if f := strings.Split(l, "\t"); len(f) != 5 || f[0] != "gre7" || f[1] != "778" || f[2] != "0" || f[3] != "198.18.9.2" || f[4] != "4001" {
 			t.Fatalf("tshark line %q, want gre7, hatype 778, pkttype 0, 198.18.9.2, port 4001", l)
 		}
+	}
+}
+
+// TestIntegrationStopStalledClient: an operator stops a session whose
+// client has stopped reading under a flood (the session's reader is
+// blocked in its write). The session still ends: the client is cut off
+// once it has not taken the rest for the finish timeout (5 s), and the
+// session leaves the API while the client is still stalled.
+func TestIntegrationStopStalledClient(t *testing.T) {
+	h := newHosts(t, false)
+	_, ts := startServer(t)
+	mac := strings.Fields(h.b.IP("-br", "link", "show", "dev", "eth0"))[2]
+	h.a.IP("neigh", "replace", "198.18.1.2", "lladdr", mac, "dev", "eth0", "nud", "permanent")
+
+	var sc *stallConn
+	rc := dialReading(t, ts, url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}},
+		func(c net.Conn) net.Conn { sc = &stallConn{Conn: c}; return sc })
+	sc.stall()
+	defer sc.unstall()
+
+	fctx, stopFlood := context.WithCancel(context.Background())
+	var fwg sync.WaitGroup
+	ua := h.a.UDP("198.18.1.1:4000")
+	dst := &net.UDPAddr{IP: net.IPv4(198, 18, 1, 2), Port: 4000}
+	fwg.Go(func() {
+		for i := 0; fctx.Err() == nil; i++ {
+			_, _ = ua.WriteToUDP(payload('T', i), dst)
+		}
+	})
+	defer func() { stopFlood(); fwg.Wait() }()
+
+	// The reader is blocked in its write once the kernel drops: nothing
+	// is read from the ring any more.
+	var id string
+	waitUntil(t, "drops while stalled", func() bool {
+		var c ifCounters
+		var ok bool
+		id, c, ok = apiCounters(t, ts.URL)
+		return ok && c.kdropped > 0
+	})
+	stopped := time.Now()
+	if code, body := getJSON(t, "DELETE", ts.URL+"/api/v1/captures/"+id, nil); code != 200 {
+		t.Fatalf("stop: %d %v", code, body)
+	}
+	waitUntil(t, "the stopped session gone from the API", func() bool {
+		_, _, ok := apiCounters(t, ts.URL)
+		return !ok
+	})
+	t.Logf("session gone %v after the stop, client still stalled", time.Since(stopped).Round(time.Millisecond))
+	sc.unstall()
+	select {
+	case <-rc.done:
+	case <-time.After(waitLimit):
+		t.Fatal("the cut-off client's connection did not end")
 	}
 }

@@ -28,6 +28,7 @@ var allowed = map[string][]string{
 	"deployments":     {},
 	// A tool of make bench (go run), not part of the product.
 	"scripts/benchreport": {},
+	"scripts/tcpfloor":    {},
 }
 
 // lean are the packages of the data path, which must stay small and free of
