@@ -66,7 +66,7 @@ fuzz:
 # scripts/bench.sh, e.g. `make bench REPS=1 DUR=2s`).
 bench: build deps-bench
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pcapng
-	$(GO) test -run '^$$' -bench StreamWritePacket -benchmem -count 5 ./server
+	$(GO) test -run '^$$' -bench StreamWritePacket -benchmem -count 5 ./session
 	scripts/bench.sh
 
 # The harness's full default run (every size, rate and reference tool,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -348,5 +349,54 @@ func TestIntegrationCookedUnknownLinkType(t *testing.T) {
 	}
 	if st := s.Stats()[0]; st.Received != 1 || st.Delivered != 1 || st.Dropped != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// slowSink is a client slower than the traffic: every packet takes a
+// millisecond, so under a flood the reader always has a block to read.
+type slowSink struct {
+	mu    sync.Mutex
+	added []string
+}
+
+func (s *slowSink) WritePacket(p *capture.Packet) error { time.Sleep(time.Millisecond); return nil }
+func (s *slowSink) Idle() error                         { return nil }
+func (s *slowSink) AddInterface(id int, ifc capture.Interface) error {
+	s.mu.Lock()
+	s.added = append(s.added, ifc.Name)
+	s.mu.Unlock()
+	return nil
+}
+
+// TestIntegrationInterfaceAddedWhileBusy: an interface created while the
+// reader never runs out of work (a slow client under a flood) still joins
+// an all-interfaces capture at once, and is read: its ring is not left to
+// fill until the flood ends.
+func TestIntegrationInterfaceAddedWhileBusy(t *testing.T) {
+	p := twoHosts(t)
+	s, err := capture.Open(capture.Config{NetNS: p.a.Open(), Filter: "udp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &slowSink{}
+	stop := run(t, s, sink)
+	fl := flood(t, p, 4000, 1)
+	eth0 := slices.IndexFunc(s.Interfaces(), func(f capture.Interface) bool { return f.Name == "eth0" })
+	waitFor(t, "the reader busy: packets pending in eth0's ring", func() bool {
+		return s.Stats()[eth0].Pending > 0
+	})
+	c := testns.New(t)
+	testns.Veth(t, p.a, "eth7", "198.18.8.1/24", c, "eth7", "198.18.8.2/24")
+	waitFor(t, "eth7 announced during the flood", func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		return slices.Contains(sink.added, "eth7")
+	})
+	if fl.sent.Load() == 0 {
+		t.Fatal("no flood")
+	}
+	fl.stop()
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -99,7 +99,7 @@
 // # Ownership
 //
 // Each ring is read by the session's reader only, the goroutine that
-// called Session.Run, which also closes the rings (or hands them to the
-// Pool) before it returns. Run's two helpers, the link watcher of an
+// called Session.Run; once it has stopped reading a ring, the ring is
+// closed or handed to the Pool, before Run returns. Run's two helpers, the link watcher of an
 // all-interfaces capture and the counter poller, end before Run returns.
 package capture

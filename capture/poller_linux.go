@@ -95,27 +95,8 @@ func (p *poller) wait(deadline time.Time, ready func() bool) error {
 	if p.stopped.Load() {
 		return errStopped
 	}
-	woken := false
 	err := p.rc.Read(func(uintptr) bool {
-		for {
-			n, err := epollPoll(p.epfd, p.events)
-			if err == unix.EINTR {
-				continue
-			}
-			for _, ev := range p.events[:max(n, 0)] {
-				switch {
-				case ev.Fd == wakeID:
-					var b [8]byte
-					_, _ = unix.Read(p.wakefd, b[:])
-					woken = true
-				case ev.Events&unix.EPOLLERR != 0:
-					p.errs = append(p.errs, int(ev.Fd))
-				}
-			}
-			if n < len(p.events) {
-				break
-			}
-		}
+		woken := p.drain()
 		return woken || len(p.errs) > 0 || ready()
 	})
 	if err != nil {
@@ -141,6 +122,36 @@ func epollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 		return 0, e
 	}
 	return int(r), nil
+}
+
+// drain takes the pending events without blocking: ring ids with socket
+// errors go to p.errs; it reports whether wake was called.
+func (p *poller) drain() (woken bool) {
+	for {
+		n, err := epollPoll(p.epfd, p.events)
+		if err == unix.EINTR {
+			continue
+		}
+		for _, ev := range p.events[:max(n, 0)] {
+			switch {
+			case ev.Fd == wakeID:
+				var b [8]byte
+				_, _ = unix.Read(p.wakefd, b[:])
+				woken = true
+			case ev.Events&unix.EPOLLERR != 0:
+				p.errs = append(p.errs, int(ev.Fd))
+			}
+		}
+		if n < len(p.events) {
+			return woken
+		}
+	}
+}
+
+// poll is drain for a busy reader that does not wait: it refreshes p.errs.
+func (p *poller) poll() {
+	p.errs = p.errs[:0]
+	p.drain()
 }
 
 // wake makes a waiting reader return; safe from any goroutine.

@@ -72,8 +72,8 @@ func (o RingOptions) withDefaults() RingOptions {
 }
 
 // ring is one AF_PACKET socket with a TPACKET_V3 receive ring. It is read by
-// exactly one goroutine, which also closes it: Close unmaps the ring, and a
-// concurrent read would fault.
+// its session's reader only, and closed only once that reader has stopped
+// reading it: close unmaps the ring, and a concurrent read would fault.
 type ring struct {
 	fd  int // the session's poller watches it; not in the netpoller
 	mem []byte

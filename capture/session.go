@@ -109,8 +109,10 @@ type Packet struct {
 // Sink receives packets. Its methods are called from one goroutine, the
 // one running Session.Run, never concurrently. WritePacket may block,
 // which is how backpressure works: the reader stops draining, the kernel
-// rings fill and the kernel drops and counts packets. They must return
-// promptly once the context given to Session.Run is cancelled.
+// rings fill and the kernel drops and counts packets. Run returns only
+// after the Sink does, so once the context given to Run is cancelled a
+// blocked Sink must return within a bound of its own (the server's stream:
+// its client is cut off after a finish timeout).
 type Sink interface {
 	WritePacket(p *Packet) error
 	// Idle is called when the reader has drained every ring, a natural
@@ -456,9 +458,13 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 	defer pl.close()
 	rd := &reader{s: s, pl: pl, sink: sink}
 	for i, r := range rings {
-		if err := rd.watch(i, r, ifaces[i]); err != nil {
-			rd.end(err)
-			return &OpError{Op: OpRead, NetNS: s.netns, Interface: ifaces[i].Name, Err: err}
+		rd.active = append(rd.active, &readerRing{r: r, ifc: ifaces[i], p: Packet{Interface: i}})
+	}
+	for _, rr := range rd.active {
+		if err := pl.add(rr.r.fd, rr.p.Interface); err != nil {
+			err = &OpError{Op: OpRead, NetNS: s.netns, Interface: rr.ifc.Name, Err: err}
+			rd.end(err) // every ring, watched or not
+			return err
 		}
 	}
 	if len(rings) == 0 && s.mon == nil {
@@ -467,7 +473,11 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopAll := context.AfterFunc(ctx, func() {
+	// Stops the reader and the link watcher once ctx ends; Run cancels ctx
+	// itself when the reader returns, and waits for this to have run.
+	stopped := make(chan struct{})
+	context.AfterFunc(ctx, func() {
+		defer close(stopped)
 		pl.stop()
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -475,7 +485,6 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 			s.mon.stop()
 		}
 	})
-	defer stopAll()
 
 	var wg sync.WaitGroup
 	var watchErr error
@@ -504,6 +513,7 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 	})
 	err = rd.run()
 	cancel()
+	<-stopped
 	wg.Wait()
 	rd.end(err)
 	if err == nil && watchErr != nil {
@@ -523,6 +533,7 @@ type reader struct {
 	mu      sync.Mutex // guards pending and ended
 	pending []*readerRing
 	ended   bool
+	offered atomic.Bool // pending may be non-empty: take it even while busy
 }
 
 type readerRing struct {
@@ -530,14 +541,6 @@ type readerRing struct {
 	ifc  Interface
 	p    Packet // the reusable Packet of this interface's packets
 	seen bool   // a block was read since the last presence check
-}
-
-// watch adds a ring to the reader's set. Only the reader calls it (or Run
-// before the reader starts).
-func (rd *reader) watch(i int, r *ring, ifc Interface) error {
-	rr := &readerRing{r: r, ifc: ifc, p: Packet{Interface: i}}
-	rd.active = append(rd.active, rr)
-	return rd.pl.add(r.fd, i)
 }
 
 // offer hands the reader a ring of an interface that joined; it announces
@@ -551,6 +554,7 @@ func (rd *reader) offer(i int, r *ring, ifc Interface) {
 		return
 	}
 	rd.pending = append(rd.pending, &readerRing{r: r, ifc: ifc, p: Packet{Interface: i}})
+	rd.offered.Store(true)
 	rd.mu.Unlock()
 	rd.pl.wake()
 }
@@ -560,6 +564,7 @@ func (rd *reader) takeOffers() error {
 	rd.mu.Lock()
 	offers := rd.pending
 	rd.pending = nil
+	rd.offered.Store(false)
 	rd.mu.Unlock()
 	for k, rr := range offers {
 		if err := rd.sink.AddInterface(rr.p.Interface, rr.ifc); err != nil {
@@ -629,6 +634,19 @@ func (rd *reader) run() error {
 		}
 		return nil
 	}
+	// checkQuiet drops interfaces that read nothing since the last check
+	// and no longer exist: one that vanished while down gets no socket
+	// error from the kernel.
+	checkQuiet := func() {
+		for k := len(rd.active) - 1; k >= 0; k-- {
+			rr := rd.active[k]
+			if !rr.seen && !rr.r.present(rr.ifc.Index, rr.ifc.Name) {
+				drop(k, opErr(rr, OpRead, ErrInterfaceGone))
+			} else {
+				rr.seen = false
+			}
+		}
+	}
 	ever := len(rd.active) > 0
 	nextCheck := time.Now().Add(statsInterval)
 	for {
@@ -648,6 +666,26 @@ func (rd *reader) run() error {
 			return nil
 		}
 		if progressed {
+			// Busy, perhaps for as long as the client is slower than the
+			// traffic: the housekeeping of a quiet moment must not wait
+			// for one. Joining interfaces are taken at once, the rest
+			// once a second.
+			if rd.offered.Load() {
+				if err := rd.takeOffers(); err != nil {
+					return err
+				}
+			}
+			if now := time.Now(); !now.Before(nextCheck) {
+				rd.pl.poll()
+				if err := checkErrs(); err != nil {
+					return err
+				}
+				checkQuiet()
+				nextCheck = now.Add(statsInterval)
+				if len(rd.active) == 0 {
+					return gone
+				}
+			}
 			continue
 		}
 		if err := rd.sink.Idle(); err != nil {
@@ -658,16 +696,7 @@ func (rd *reader) run() error {
 		}
 		ever = ever || len(rd.active) > 0
 		if now := time.Now(); !now.Before(nextCheck) {
-			// A quiet interface: the moment to notice one that vanished
-			// while down (the kernel reports nothing then).
-			for k := len(rd.active) - 1; k >= 0; k-- {
-				rr := rd.active[k]
-				if !rr.seen && !rr.r.present(rr.ifc.Index, rr.ifc.Name) {
-					drop(k, opErr(rr, OpRead, ErrInterfaceGone))
-				} else {
-					rr.seen = false
-				}
-			}
+			checkQuiet()
 			nextCheck = now.Add(statsInterval)
 		}
 		if ever && len(rd.active) == 0 {
@@ -690,17 +719,24 @@ func (rd *reader) run() error {
 	}
 }
 
-// end finishes every ring the reader still has, and those offered after
-// it stopped. Rings of a reader that stopped normally, or because the Sink
+// end finishes every ring the reader still has, and those offered but
+// not taken; it runs once the reader has stopped, on its goroutine. Rings of a reader that stopped normally, or because the Sink
 // failed, go to the Pool; after a ring error none does. They are finished
 // concurrently: handing a ring to the Pool waits a few block timeouts for
 // it to empty.
 func (rd *reader) end(err error) {
 	rd.mu.Lock()
 	rd.ended = true
-	rings := append(rd.active, rd.pending...)
+	pending := rd.pending
+	rings := append(rd.active, pending...)
 	rd.active, rd.pending = nil, nil
 	rd.mu.Unlock()
+	// Announce interfaces offered but not yet taken: the caller writes
+	// final counters (ISBs) for every interface of the session, which
+	// must follow an IDB. A Sink that has failed writes nothing more.
+	for _, rr := range pending {
+		_ = rd.sink.AddInterface(rr.p.Interface, rr.ifc)
+	}
 	var opErr *OpError
 	if !errors.As(err, &opErr) {
 		err = nil // stopped, or the Sink failed: the rings are fine

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/packetflix/packetflix/session"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -91,8 +92,8 @@ func (s *Server) captures() []CaptureInfo {
 			ID: ss.id, Target: TargetInfo{NetNS: ss.cs.NetNS()},
 			Filter: ss.req.Filter, Snaplen: ss.req.Snaplen, Promiscuous: !ss.req.Chaste,
 			Client: ss.client, Transport: ss.transport, StartTime: ss.start,
-			BytesQueued: ss.st.queued.Load(),
-			RingBytes:   ss.cs.RingSize(), BufferBytes: messageSize,
+			BytesQueued: ss.st.Queued(),
+			RingBytes:   ss.cs.RingSize(), BufferBytes: session.MessageSize,
 		}
 		if c := ss.req.Container; c != nil {
 			ci.Target.Name, ci.Target.Type = c.Name, c.Type
@@ -229,7 +230,7 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 		"max_ring_memory_bytes":         max(c.MaxRingMemory, 0),
 		"max_session_ring_memory_bytes": max(c.MaxSessionRingMemory, 0),
 		"max_interfaces_per_session":    max(c.MaxInterfacesPerSession, 0),
-		"message_bytes":                 messageSize,
+		"message_bytes":                 session.MessageSize,
 		"idle_rings":                    c.IdleRings,
 		"idle_ring_ttl_seconds":         c.IdleRingTTL.Seconds(),
 		"log_requests":                  c.LogRequests,

@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/packetflix/packetflix/capture"
 	"github.com/packetflix/packetflix/pcapng"
+	"github.com/packetflix/packetflix/session"
 	"go.uber.org/zap"
 )
 
@@ -110,10 +111,33 @@ func (t *wsTransport) write(b []byte) error {
 	return err
 }
 
+// ping waits for the pong on the reader's goroutine. A client that closes
+// meanwhile is no failure: the gate holds everything after its close frame,
+// the pong too, until the session has sent its ISBs, which it can only do
+// once the ping has returned.
 func (t *wsTransport) ping() error {
 	ctx, cancel := context.WithTimeout(t.ctx, t.timeout/2)
 	defer cancel()
-	return t.c.Ping(ctx)
+	stop := closeOn(t.gate.closing, cancel)
+	defer stop()
+	err := t.c.Ping(ctx)
+	if err != nil && t.gate.isClosing() {
+		return nil
+	}
+	return err
+}
+
+// closeOn calls f when ch is closed, until stop is called.
+func closeOn(ch <-chan struct{}, f func()) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ch:
+			f()
+		case <-done:
+		}
+	}()
+	return func() { close(done) }
 }
 
 func (t *wsTransport) closing() <-chan struct{} { return t.gate.closing }
@@ -160,7 +184,7 @@ func (t *wsTransport) end(err error, clientGone bool) {
 // transport. connCtx ends when the client goes away. perr is a request
 // parse error, reported once the session is registered.
 func (s *Server) session(connCtx context.Context, t transport, req *captureRequest, perr error, remote string) {
-	ss := &session{id: newID(), start: time.Now(), client: remote, clientKey: clientKey(remote), transport: t.name()}
+	ss := &liveSession{id: newID(), start: time.Now(), client: remote, clientKey: clientKey(remote), transport: t.name()}
 	log := s.log.With(zap.String("session", ss.id))
 	refuse := func(err error) {
 		s.metrics.outcome(err, false, false)
@@ -209,14 +233,14 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 
 	desc := ifDescription(req, cs.NetNS())
 	hdr := s.header(req, cs.NetNS(), ifaces, desc)
-	st := newStream(sender{
-		write: t.write,
-		ping:  t.ping,
-		idle:  s.cfg.ClientTimeout / 2,
-		fail:  func(err error) { cancelRun(err) },
+	st := session.New(session.Sender{
+		Write: t.write,
+		Ping:  t.ping,
+		Idle:  s.cfg.ClientTimeout / 2,
+		Fail:  func(err error) { cancelRun(err) },
 	}, req.Count, desc)
 	// The header is the first message; the reader's first Idle writes it.
-	st.buf = append(st.buf, hdr...)
+	st.AppendHeader(hdr)
 	s.running(ss, req, cs, st, cancelRun)
 	if ch := t.closing(); ch != nil {
 		// Ends with runCtx, which the deferred cancelRun ends at the latest.
@@ -229,7 +253,7 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		}()
 	}
 
-	// The reader encodes and writes to the client itself (stream.go). Once
+	// The reader encodes and writes to the client itself (package session). Once
 	// the session is ending, a client that does not take the rest within
 	// finishTimeout is cut off: the reader may be blocked in its write.
 	stopAbort := afterEnd(runCtx, finishTimeout, t.abort)
@@ -255,7 +279,10 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		total.Delivered += x.Delivered
 		total.Bytes += x.Bytes
 	}
-	sendErr := st.finish(tail)
+	sendErr := st.Finish(tail)
+	// Everything is sent: the close handshake that follows has timers of
+	// its own and must not be cut off by the abort.
+	stopAbort()
 	s.retire(ss, total)
 
 	// Why the session ended: what stopped the readers, else the cause of

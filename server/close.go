@@ -12,6 +12,7 @@ import (
 	"github.com/packetflix/packetflix/capture"
 	"github.com/packetflix/packetflix/discovery"
 	"github.com/packetflix/packetflix/netns"
+	"github.com/packetflix/packetflix/session"
 )
 
 // maxReason is the most bytes a close reason may have (125-byte control
@@ -25,12 +26,12 @@ var (
 	errTooMany    = errors.New("too many capture sessions")
 	errHostNetNS  = errors.New("capturing the service's own network namespace is not allowed (--deny-host-netns)")
 	errNetNSGone  = errors.New("network namespace vanished")
-	errClientGone = errors.New("client stopped answering")
+	errClientGone = session.ErrClientGone
 	errOperator   = errors.New("stopped by operator")
 	// errClientClosing: the client sent a close frame; it gets the ISBs,
 	// then the answer to its close.
 	errClientClosing = errors.New("client closed")
-	errLimit         = errors.New("count or duration reached")
+	errLimit         = session.ErrLimit
 	// errTooManyClient is wrapped with the limit.
 	errTooManyClient = errors.New("too many capture sessions from this client address")
 )

@@ -54,7 +54,7 @@ func newMetrics(s *Server) *metrics {
 // retire moves a session's final counters into the totals. Under the
 // registry lock, and the session no longer counts as live, so a scrape sees
 // it exactly once: live or in the totals.
-func (s *Server) retire(ss *session, t capture.Stats) {
+func (s *Server) retire(ss *liveSession, t capture.Stats) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.metrics
@@ -136,7 +136,7 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 			live.Pending += x.Pending
 			live.Received += x.Received
 		}
-		queued += ss.st.queued.Load()
+		queued += ss.st.Queued()
 	}
 	m := c.m
 	delivered, bytes, dropped, received := m.delivered.Load()+live.Delivered, m.bytes.Load()+live.Bytes, m.dropped.Load()+live.Dropped, m.received.Load()+live.Received

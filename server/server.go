@@ -18,6 +18,7 @@ import (
 	"github.com/packetflix/packetflix/capture"
 	"github.com/packetflix/packetflix/discovery"
 	"github.com/packetflix/packetflix/netns"
+	"github.com/packetflix/packetflix/session"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 )
@@ -138,7 +139,7 @@ type Server struct {
 	hardStop context.CancelFunc
 
 	mu       sync.Mutex
-	sessions map[string]*session
+	sessions map[string]*liveSession
 	wg       sync.WaitGroup
 
 	watcherDone chan struct{}
@@ -198,7 +199,7 @@ func New(cfg Config) *Server {
 	if cfg.Discovery == nil {
 		cfg.Discovery = discovery.NewDiscoverer(discovery.DiscoverConfig{Finder: cfg.Finder, Log: cfg.Log.Named("discovery")})
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, mux: http.NewServeMux(), sessions: map[string]*session{}}
+	s := &Server{cfg: cfg, log: cfg.Log, mux: http.NewServeMux(), sessions: map[string]*liveSession{}}
 	s.base, s.shutdown = context.WithCancel(context.Background())
 	s.hard, s.hardStop = context.WithCancel(context.Background())
 	s.started = time.Now()
@@ -265,8 +266,8 @@ func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
 	}{Name, s.cfg.Version})
 }
 
-// session is a live capture, as the registry knows it.
-type session struct {
+// liveSession is a live capture, as the registry knows it.
+type liveSession struct {
 	id        string
 	start     time.Time
 	client    string
@@ -276,21 +277,21 @@ type session struct {
 	// Server.mu.
 	req    *captureRequest
 	cs     *capture.Session
-	st     *stream
+	st     *session.Stream
 	cancel context.CancelCauseFunc
 	misses int // owned by watchNetNS
 }
 
 // running records what a session captures, for the netns watcher and the
 // management API.
-func (s *Server) running(ss *session, req *captureRequest, cs *capture.Session, st *stream, cancel context.CancelCauseFunc) {
+func (s *Server) running(ss *liveSession, req *captureRequest, cs *capture.Session, st *session.Stream, cancel context.CancelCauseFunc) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss.req, ss.cs, ss.st, ss.cancel = req, cs, st, cancel
 }
 
 // register adds a session, or says why it cannot be added.
-func (s *Server) register(ss *session) error {
+func (s *Server) register(ss *liveSession) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.base.Err() != nil {
@@ -316,7 +317,7 @@ func (s *Server) register(ss *session) error {
 	return nil
 }
 
-func (s *Server) unregister(ss *session) {
+func (s *Server) unregister(ss *liveSession) {
 	s.mu.Lock()
 	delete(s.sessions, ss.id)
 	s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 
 	"github.com/packetflix/packetflix/capture"
 	"github.com/packetflix/packetflix/pcapng"
+	"github.com/packetflix/packetflix/session"
 	"gopkg.in/yaml.v3"
 )
 
@@ -18,7 +19,7 @@ func (s *Server) header(req *captureRequest, netns uint64, ifaces []capture.Inte
 		Comment:  targetComment(req, netns, s.cfg.NodeName),
 	})
 	for _, f := range ifaces {
-		hdr = pcapng.AppendIDB(hdr, idb(f, desc))
+		hdr = pcapng.AppendIDB(hdr, session.IDB(f, desc))
 	}
 	return hdr
 }

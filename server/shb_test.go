@@ -176,27 +176,6 @@ func Test_targetComment(t *testing.T) {
 	}
 }
 
-// Test_streamAddInterfaceDescription: an interface that joins mid-capture
-// is described like the first ones.
-func Test_streamAddInterfaceDescription(t *testing.T) {
-	s := newStream(discard, 0, "netns 4026532999, target blue")
-	if err := s.AddInterface(2, capture.Interface{Name: "veth9", LinkType: pcapng.LinkTypeEthernet, Snaplen: 96}); err != nil {
-		t.Fatal(err)
-	}
-	buf := append(pcapng.AppendSHB(nil, pcapng.SectionInfo{}), s.buf...)
-	r := pcapng.NewReader(bytes.NewReader(buf))
-	if _, err := r.Next(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := r.Next()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.Type != pcapng.BlockTypeIDB || b.Interface.Name != "veth9" || b.Interface.Description != "netns 4026532999, target blue" {
-		t.Fatalf("block %#x %+v, want the IDB of veth9 with the session's description", b.Type, b.Interface)
-	}
-}
-
 // cshargTargetEnd is csharg's end of a target block, as clients.md and
 // its editor describe it: the next "---" line.
 var cshargTargetEnd = regexp.MustCompile(`\n---($|\n)`)

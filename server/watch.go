@@ -29,7 +29,7 @@ func (s *Server) watchNetNS(interval time.Duration) {
 		}
 		s.mu.Lock()
 		type watched struct {
-			ss    *session
+			ss    *liveSession
 			netns uint64
 		}
 		var active []watched

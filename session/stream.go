@@ -1,6 +1,7 @@
-package server
+package session
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -10,25 +11,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// messageSize is a session's whole user-space buffer: one message being
+// MessageSize is a session's whole user-space buffer: one message being
 // filled. The capture's reader fills it and writes it to the client itself
 // (no hand-off to another goroutine: each one cost futex wake-ups that
 // measured more than the packet work; docs/capture-engine.md). While the
 // client is slower than the traffic, the write blocks, packets wait in the
 // kernel rings (capture.RingOptions), and once those are full the kernel
 // drops and counts them.
-const messageSize = 256 << 10
+const MessageSize = 256 << 10
 
-// stream is the capture.Sink of one session: it encodes packets as pcapng
-// EPBs into the message buffer and writes full ones to the client. The
-// capture calls it from one goroutine; the session's handler owns it.
-type stream struct {
-	out sender
+// Stream is the capture.Sink of one session: it encodes packets as pcapng
+// EPBs into the message buffer and writes full ones to the client through
+// its Sender. The capture calls it from one goroutine; the caller of
+// Session.Run owns it and calls Finish once Run has returned.
+type Stream struct {
+	out Sender
 	buf []byte
 	pkt pcapng.Packet // scratch
 
-	// queued is the size of the message being written (for stats: with
-	// a stalled client, what is stuck in the write).
+	// queued is the size of the message being written (Queued).
 	queued atomic.Int64
 
 	limit   int64 // packets to write at most; 0: no limit
@@ -39,25 +40,28 @@ type stream struct {
 	err       error // the first write error; every write after fails
 }
 
-// sender is how the stream reaches its client.
-type sender struct {
-	write func([]byte) error
-	// ping checks an idle client; it runs after idle without a message.
-	ping func() error
-	idle time.Duration
-	// fail is told the first write or ping error, to end the session.
-	fail func(error)
+// Sender is how a Stream reaches its client: a transport (WebSocket
+// messages, HTTP chunks) fills it in.
+type Sender struct {
+	// Write sends one message; it may block while the client does not
+	// read (that is the backpressure).
+	Write func([]byte) error
+	// Ping checks an idle client; it runs after Idle without a message.
+	Ping func() error
+	Idle time.Duration
+	// Fail is told the first write or ping error, to end the session.
+	Fail func(error)
 }
 
-// newStream returns a stream that ends (errLimit) after limit packets, if
+// New returns a Stream that ends (ErrLimit) after limit packets, if
 // limit > 0. ifDesc describes interfaces that join the capture, as the
 // session's first IDBs describe theirs.
-func newStream(out sender, limit int64, ifDesc string) *stream {
-	return &stream{
+func New(out Sender, limit int64, ifDesc string) *Stream {
+	return &Stream{
 		out:       out,
 		limit:     limit,
 		ifDesc:    ifDesc,
-		buf:       make([]byte, 0, messageSize),
+		buf:       make([]byte, 0, MessageSize),
 		lastWrite: time.Now(),
 	}
 }
@@ -67,12 +71,12 @@ func newStream(out sender, limit int64, ifDesc string) *stream {
 // nil exactly when the packet is in the stream (counted as delivered): a
 // full buffer is written by the next WritePacket, Idle or finish, so a
 // write that fails never un-writes a packet already appended.
-func (s *stream) WritePacket(p *capture.Packet) error {
+func (s *Stream) WritePacket(p *capture.Packet) error {
 	if s.err != nil {
 		return s.err // the client is gone: not delivered
 	}
 	if s.limit > 0 && s.written >= s.limit {
-		return errLimit
+		return ErrLimit
 	}
 	s.pkt = pcapng.Packet{
 		InterfaceID: uint32(p.Interface),
@@ -83,7 +87,7 @@ func (s *stream) WritePacket(p *capture.Packet) error {
 		VLANTCI:     p.VLANTCI,
 	}
 	s.pkt.Direction, s.pkt.Reception = direction(p.PktType)
-	if len(s.buf) > 0 && len(s.buf)+pcapng.EPBSize(&s.pkt, len(p.Data)) > messageSize {
+	if len(s.buf) > 0 && len(s.buf)+pcapng.EPBSize(&s.pkt, len(p.Data)) > MessageSize {
 		if err := s.flush(); err != nil {
 			return err
 		}
@@ -96,17 +100,17 @@ func (s *stream) WritePacket(p *capture.Packet) error {
 // AddInterface writes the IDB of an interface that joined the capture;
 // pcapng allows IDBs anywhere in a section, before that interface's first
 // packet.
-func (s *stream) AddInterface(id int, ifc capture.Interface) error {
-	s.buf = pcapng.AppendIDB(s.buf, idb(ifc, s.ifDesc))
-	if len(s.buf) >= messageSize {
+func (s *Stream) AddInterface(id int, ifc capture.Interface) error {
+	s.buf = pcapng.AppendIDB(s.buf, IDB(ifc, s.ifDesc))
+	if len(s.buf) >= MessageSize {
 		return s.flush()
 	}
 	return nil
 }
 
-// idb describes a captured interface in pcapng; desc is the session's
-// ifDescription.
-func idb(f capture.Interface, desc string) pcapng.Interface {
+// IDB describes a captured interface in pcapng; desc is the session's
+// interface description.
+func IDB(f capture.Interface, desc string) pcapng.Interface {
 	return pcapng.Interface{LinkType: f.LinkType, SnapLen: uint32(f.Snaplen), Name: f.Name, Description: desc, Filter: f.Filter}
 }
 
@@ -132,16 +136,16 @@ func direction(t uint8) (pcapng.Direction, pcapng.Reception) {
 // once. The kernel's block timeout (capture.RingOptions) bounds how long a
 // packet waits before the reader sees it. A client that got no message for
 // out.idle is pinged instead.
-func (s *stream) Idle() error {
+func (s *Stream) Idle() error {
 	if len(s.buf) > 0 {
 		return s.flush()
 	}
 	if s.err != nil {
 		return s.err
 	}
-	if now := time.Now(); now.Sub(s.lastWrite) >= s.out.idle {
+	if now := time.Now(); now.Sub(s.lastWrite) >= s.out.Idle {
 		s.lastWrite = now
-		if err := s.out.ping(); err != nil {
+		if err := s.out.Ping(); err != nil {
 			return s.failed(err)
 		}
 	}
@@ -149,12 +153,12 @@ func (s *stream) Idle() error {
 }
 
 // flush writes the buffer as one message and empties it.
-func (s *stream) flush() error {
+func (s *Stream) flush() error {
 	if s.err != nil {
 		return s.err
 	}
 	s.queued.Store(int64(len(s.buf)))
-	err := s.out.write(s.buf)
+	err := s.out.Write(s.buf)
 	s.queued.Store(0)
 	s.buf = s.buf[:0]
 	s.lastWrite = time.Now()
@@ -165,20 +169,36 @@ func (s *stream) flush() error {
 }
 
 // failed records the first write or ping error and tells the session.
-func (s *stream) failed(err error) error {
+func (s *Stream) failed(err error) error {
 	if s.err == nil {
-		s.err = fmt.Errorf("%w: %w", errClientGone, err)
-		s.out.fail(s.err)
+		s.err = fmt.Errorf("%w: %w", ErrClientGone, err)
+		s.out.Fail(s.err)
 	}
 	return s.err
 }
 
-// finish writes what is left plus tail (the ISBs). The reader must have
+// Finish writes what is left plus tail (the ISBs). The reader must have
 // stopped. After a write error it writes nothing.
-func (s *stream) finish(tail []byte) error {
+func (s *Stream) Finish(tail []byte) error {
 	s.buf = append(s.buf, tail...)
 	if len(s.buf) == 0 {
 		return s.err
 	}
 	return s.flush()
 }
+
+// AppendHeader puts b (the section header and first IDBs) in front of
+// everything else; call it before the capture runs. The first Idle writes
+// it.
+func (s *Stream) AppendHeader(b []byte) { s.buf = append(s.buf, b...) }
+
+// Queued is the size of the message being written: with a stalled client,
+// what is stuck in the write. Safe from any goroutine.
+func (s *Stream) Queued() int64 { return s.queued.Load() }
+
+var (
+	// ErrLimit ends a stream that reached its packet count.
+	ErrLimit = errors.New("count or duration reached")
+	// ErrClientGone wraps the write or ping error that ended a stream.
+	ErrClientGone = errors.New("client stopped answering")
+)

@@ -1,6 +1,7 @@
-package server
+package session
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 	"time"
@@ -12,12 +13,12 @@ import (
 )
 
 // discard is a sender that takes every message, as a fast client would.
-var discard = sender{write: func([]byte) error { return nil }, ping: func() error { return nil }, idle: 1 << 62, fail: func(error) {}}
+var discard = Sender{Write: func([]byte) error { return nil }, Ping: func() error { return nil }, Idle: 1 << 62, Fail: func(error) {}}
 
 // Test_streamAllocs: the per-packet path (encode into the message buffer,
 // write full buffers) allocates nothing.
 func Test_streamAllocs(t *testing.T) {
-	s := newStream(discard, 0, "")
+	s := New(discard, 0, "")
 	data := make([]byte, 64)
 	p := &capture.Packet{Timestamp: 1, Length: 64, Data: data, PktType: unix.PACKET_OUTGOING}
 	if n := testing.AllocsPerRun(10000, func() {
@@ -27,7 +28,7 @@ func Test_streamAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Fatalf("%v allocations per packet", n)
 	}
-	if err := s.finish(nil); err != nil {
+	if err := s.Finish(nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -35,7 +36,7 @@ func Test_streamAllocs(t *testing.T) {
 // BenchmarkStreamWritePacket: 64-byte packets through the session sink into
 // a sender that discards (no network).
 func BenchmarkStreamWritePacket(b *testing.B) {
-	s := newStream(discard, 0, "")
+	s := New(discard, 0, "")
 	p := &capture.Packet{Timestamp: 1, Length: 64, Data: make([]byte, 64), PktType: unix.PACKET_HOST}
 	b.ReportAllocs()
 	b.SetBytes(64)
@@ -46,7 +47,7 @@ func BenchmarkStreamWritePacket(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkts/s")
-	if err := s.finish(nil); err != nil {
+	if err := s.Finish(nil); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -59,27 +60,27 @@ func Test_streamWrites(t *testing.T) {
 	var msgs [][]byte
 	var pings, fails int
 	writeErr := error(nil)
-	out := sender{
-		write: func(b []byte) error {
+	out := Sender{
+		Write: func(b []byte) error {
 			if writeErr != nil {
 				return writeErr
 			}
 			msgs = append(msgs, append([]byte(nil), b...))
 			return nil
 		},
-		ping: func() error { pings++; return nil },
-		idle: time.Hour,
-		fail: func(error) { fails++ },
+		Ping: func() error { pings++; return nil },
+		Idle: time.Hour,
+		Fail: func(error) { fails++ },
 	}
-	s := newStream(out, 0, "")
+	s := New(out, 0, "")
 	p := &capture.Packet{Timestamp: 1, Length: 1500, Data: make([]byte, 1500), PktType: unix.PACKET_HOST}
-	perMsg := messageSize / pcapng.EPBSize(&pcapng.Packet{}, 1500)
+	perMsg := MessageSize / pcapng.EPBSize(&pcapng.Packet{}, 1500)
 	for range perMsg + 1 {
 		if err := s.WritePacket(p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if len(msgs) != 1 || len(msgs[0]) > messageSize || len(msgs[0]) < messageSize-2000 {
+	if len(msgs) != 1 || len(msgs[0]) > MessageSize || len(msgs[0]) < MessageSize-2000 {
 		t.Fatalf("after %d packets: %d messages (first %d bytes), want one full message", perMsg+1, len(msgs), len(msgs[0]))
 	}
 	if err := s.Idle(); err != nil || len(msgs) != 2 {
@@ -88,7 +89,7 @@ func Test_streamWrites(t *testing.T) {
 	if err := s.Idle(); err != nil || len(msgs) != 2 || pings != 0 {
 		t.Fatalf("Idle with nothing buffered: %v, %d messages, %d pings; want nothing", err, len(msgs), pings)
 	}
-	s.out.idle = 0 // the client has been quiet for long enough
+	s.out.Idle = 0 // the client has been quiet for long enough
 	if err := s.Idle(); err != nil || pings != 1 {
 		t.Fatalf("Idle of a quiet stream: %v, %d pings; want one ping", err, pings)
 	}
@@ -98,14 +99,14 @@ func Test_streamWrites(t *testing.T) {
 		t.Fatalf("WritePacket into a buffer with room: %v", err)
 	}
 	err := s.Idle()
-	if !errors.Is(err, errClientGone) || !errors.Is(err, writeErr) || fails != 1 {
-		t.Fatalf("Idle after a write error: %v (fails %d); want errClientGone wrapping it, told once", err, fails)
+	if !errors.Is(err, ErrClientGone) || !errors.Is(err, writeErr) || fails != 1 {
+		t.Fatalf("Idle after a write error: %v (fails %d); want ErrClientGone wrapping it, told once", err, fails)
 	}
 	if err := s.WritePacket(p); err == nil {
 		t.Fatal("WritePacket after a write error succeeded")
 	}
 	writeErr = nil
-	if err := s.finish([]byte("ISB")); err == nil || len(msgs) != 2 || fails != 1 {
+	if err := s.Finish([]byte("ISB")); err == nil || len(msgs) != 2 || fails != 1 {
 		t.Fatalf("finish after a write error: %v, %d messages, fails %d; want the error and nothing written", err, len(msgs), fails)
 	}
 }
@@ -115,20 +116,46 @@ func Test_streamWrites(t *testing.T) {
 func Test_streamCount(t *testing.T) {
 	var got []byte
 	out := discard
-	out.write = func(b []byte) error { got = append(got, b...); return nil }
-	s := newStream(out, 2, "")
+	out.Write = func(b []byte) error { got = append(got, b...); return nil }
+	s := New(out, 2, "")
 	p := &capture.Packet{Timestamp: 1, Length: 4, Data: []byte{1, 2, 3, 4}}
 	for i := range 3 {
 		err := s.WritePacket(p)
-		if (i < 2) != (err == nil) || (i == 2 && !errors.Is(err, errLimit)) {
+		if (i < 2) != (err == nil) || (i == 2 && !errors.Is(err, ErrLimit)) {
 			t.Fatalf("packet %d: %v", i, err)
 		}
 	}
-	if err := s.finish([]byte("tail")); err != nil {
+	if err := s.Finish([]byte("tail")); err != nil {
 		t.Fatal(err)
 	}
 	want := 2*pcapng.EPBSize(&s.pkt, 4) + len("tail") // s.pkt: the last EPB written, flags and all
 	if len(got) != want || string(got[len(got)-4:]) != "tail" {
 		t.Fatalf("wrote %d bytes, want %d ending in the tail", len(got), want)
+	}
+}
+
+// Test_streamAddInterfaceDescription: an interface that joins mid-capture
+// is described like the first ones.
+func Test_streamAddInterfaceDescription(t *testing.T) {
+	var got []byte
+	out := discard
+	out.Write = func(b []byte) error { got = append(got, b...); return nil }
+	s := New(out, 0, "netns 4026532999, target blue")
+	if err := s.AddInterface(2, capture.Interface{Name: "veth9", LinkType: pcapng.LinkTypeEthernet, Snaplen: 96}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(nil); err != nil {
+		t.Fatal(err)
+	}
+	r := pcapng.NewReader(bytes.NewReader(append(pcapng.AppendSHB(nil, pcapng.SectionInfo{}), got...)))
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Type != pcapng.BlockTypeIDB || b.Interface.Name != "veth9" || b.Interface.Description != "netns 4026532999, target blue" {
+		t.Fatalf("block %#x %+v, want the IDB of veth9 with the session's description", b.Type, b.Interface)
 	}
 }
