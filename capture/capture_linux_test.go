@@ -442,3 +442,57 @@ func TestIntegrationPoolReuse(t *testing.T) {
 		t.Fatalf("promiscuity %d after a chaste capture on a reused ring, want %d", got, before)
 	}
 }
+
+// TestIntegrationMergedInTimestampOrder: packets of two interfaces reach
+// the Sink in timestamp order, not ring by ring: a sends datagrams to b
+// and c in turn, over eth0 and eth1, and the capture of both interfaces
+// delivers every one of them with timestamps that never decrease.
+func TestIntegrationMergedInTimestampOrder(t *testing.T) {
+	a, b, c := testns.New(t), testns.New(t), testns.New(t)
+	testns.Veth(t, a, "eth0", "198.18.1.1/24", b, "eth0", "198.18.1.2/24")
+	testns.Veth(t, a, "eth1", "198.18.2.1/24", c, "eth0", "198.18.2.2/24")
+	s, err := capture.Open(capture.Config{NetNS: a.Open(), Interfaces: []string{"eth0", "eth1"}, Filter: "udp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := &collector{}
+	stop := run(t, s, col)
+	ua := a.UDP("198.18.1.1:4000")
+	uc := a.UDP("198.18.2.1:4000")
+	const n = 3000
+	for i := range n {
+		// In turn, so that every block of one ring spans the time of
+		// blocks of the other.
+		if _, err := ua.WriteToUDP(payload('M', i), &net.UDPAddr{IP: net.IPv4(198, 18, 1, 2), Port: 4000}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := uc.WriteToUDP(payload('M', i), &net.UDPAddr{IP: net.IPv4(198, 18, 2, 2), Port: 4000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ours := func() []got {
+		var out []got
+		for _, g := range col.snapshot() {
+			if bytes.HasPrefix(udpPayload(g.data), []byte("PFTEST")) {
+				out = append(out, g)
+			}
+		}
+		return out
+	}
+	waitFor(t, "every datagram captured", func() bool { return len(ours()) == 2*n })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	per := map[int]int{}
+	pkts := ours()
+	for i, g := range pkts {
+		per[g.iface]++
+		if i > 0 && g.ts < pkts[i-1].ts {
+			t.Fatalf("packet %d (interface %d, %d) is older than packet %d (interface %d, %d): not in timestamp order",
+				i, g.iface, g.ts, i-1, pkts[i-1].iface, pkts[i-1].ts)
+		}
+	}
+	if per[0] != n || per[1] != n {
+		t.Fatalf("per interface %v, want %d each", per, n)
+	}
+}

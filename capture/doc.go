@@ -65,7 +65,9 @@
 // Open sets up the sockets inside the target network namespace (on a
 // locked thread, through netns.Do); from then on the sockets belong to that
 // namespace and are read by one ordinary goroutine per session, which
-// sleeps in the Go netpoller on an epoll instance holding all of them. At
+// sleeps in the Go netpoller on an epoll instance holding all of them and
+// hands their packets to the Sink in timestamp order (within
+// ReorderWindow). At
 // most MaxSetupThreads rings of one capture, and 16 in the process, are set
 // up at once, so a netns with many interfaces costs a bounded number of
 // locked threads.

@@ -103,6 +103,7 @@ type ring struct {
 	cookedSnap int
 
 	tov time.Duration // the block timeout
+	c   cursor        // the reader's place in the current block
 	// notBefore (Unix ns) makes a reused ring skip packets captured before
 	// its new capture began, should any have escaped the draining.
 	notBefore int64
@@ -247,76 +248,134 @@ func (r *ring) present(index int, name string) bool {
 	return ifr.Name() == name
 }
 
-// readBlock hands every packet of the current block to sink, returns the
-// block to the kernel and advances; it returns the block's packet count. p is the caller's reusable Packet, so
-// nothing is allocated per packet. Every packet of the block ends up
+// A ring is read packet by packet through a cursor over its current block,
+// so that the session's reader can merge the packets of several rings in
+// timestamp order: head fills p with the next deliverable packet, taken
+// says the Sink took it, and a block goes back to the kernel once every
+// packet in it was taken or skipped. Every packet of a block ends up
 // counted exactly once, as delivered or as skipped: the kernel counted all
-// of them in tp_packets.
-func (r *ring) readBlock(p *Packet, sink Sink) (int, error) {
+// of them in tp_packets. p is the caller's reusable Packet, so nothing is
+// allocated per packet.
+type cursor struct {
+	open      bool // the current block is being read
+	off       int  // offset in the block of the next packet
+	left      int  // packets of the block not yet looked at
+	n         int  // packets in the block
+	delivered int  // of them taken by the Sink
+	bytes     uint64
+}
+
+// head makes p the next deliverable packet of the ring and reports
+// whether there is one; false means no block is ready. Blocks that hold
+// nothing deliverable are released on the way.
+func (r *ring) head(p *Packet) bool {
+	for {
+		c := &r.c
+		if !c.open {
+			if !r.ready(r.cur) {
+				return false
+			}
+			h := r.blockHdr(r.cur)
+			*c = cursor{open: true, off: int(h.Offset_to_first_pkt), left: int(h.Num_pkts), n: int(h.Num_pkts)}
+		}
+		for c.left > 0 {
+			if r.parse(p) {
+				return true
+			}
+			r.step() // older than this capture (a reused ring), or malformed: skipped
+		}
+		r.closeBlock()
+	}
+}
+
+// parse fills p from the packet at the cursor; false if it is not to be
+// delivered (or the block is malformed from here on: then left is 0).
+func (r *ring) parse(p *Packet) bool {
+	c := &r.c
 	base := r.cur * r.bs
-	h := r.blockHdr(r.cur)
-	n := int(h.Num_pkts)
-	off := int(h.Offset_to_first_pkt)
 	end := base + r.bs
-	var err error
-	var delivered, nbytes uint64
-	for i := 0; i < n; i++ {
-		at := base + off
-		if at+sllOffset+sllSize > end {
-			break
-		}
-		th := (*unix.Tpacket3Hdr)(unsafe.Pointer(&r.mem[at]))
-		sll := (*unix.RawSockaddrLinklayer)(unsafe.Pointer(&r.mem[at+sllOffset]))
-		start := at + int(th.Mac)
-		stop := start + int(th.Snaplen)
-		if stop > end || start > stop {
-			break
-		}
-		p.Timestamp = int64(th.Sec)*1e9 + int64(th.Nsec)
-		p.Length = int(th.Len)
-		if p.Timestamp >= r.notBefore && (!r.cooked || start-sll2Len >= at+sllOffset+sllSize) {
-			if r.cooked {
-				// libpcap does the same (pcap-linux.c, cooked mode): the
-				// kernel leaves headroom between sockaddr_ll and the
-				// network header of a SOCK_DGRAM packet.
-				if stop-start > r.cookedSnap {
-					stop = start + r.cookedSnap
-				}
-				start -= sll2Len
-				putSLL2((*[sll2Len]byte)(r.mem[start:]), sll)
-				p.Length += sll2Len
-			}
-			p.Data = r.mem[start:stop:stop]
-			p.PktType = sll.Pkttype
-			p.VLANValid = th.Status&unix.TP_STATUS_VLAN_VALID != 0
-			if p.VLANValid {
-				p.VLANTCI = uint16(th.Hv1.Vlan_tci)
-				p.VLANTPID = 0
-				if th.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
-					p.VLANTPID = th.Hv1.Vlan_tpid
-				}
-			}
-			if err = sink.WritePacket(p); err != nil {
-				break // the sink did not take it: skipped, as is the rest
-			}
-			delivered++
-			nbytes += uint64(len(p.Data))
-		}
-		// else: older than this capture (a reused ring), or no headroom
-		// for the cooked header (never seen): skipped.
-		if th.Next_offset == 0 {
-			break
-		}
-		off += int(th.Next_offset)
+	at := base + c.off
+	if at+sllOffset+sllSize > end {
+		c.left = 0
+		return false
 	}
+	th := (*unix.Tpacket3Hdr)(unsafe.Pointer(&r.mem[at]))
+	sll := (*unix.RawSockaddrLinklayer)(unsafe.Pointer(&r.mem[at+sllOffset]))
+	start := at + int(th.Mac)
+	stop := start + int(th.Snaplen)
+	if stop > end || start > stop {
+		c.left = 0
+		return false
+	}
+	p.Timestamp = int64(th.Sec)*1e9 + int64(th.Nsec)
+	p.Length = int(th.Len)
+	if p.Timestamp < r.notBefore || (r.cooked && start-sll2Len < at+sllOffset+sllSize) {
+		// Older than this capture (a reused ring), or no headroom for the
+		// cooked header (never seen).
+		return false
+	}
+	if r.cooked {
+		// libpcap does the same (pcap-linux.c, cooked mode): the kernel
+		// leaves headroom between sockaddr_ll and the network header of a
+		// SOCK_DGRAM packet. Written once: parse may run again for the
+		// same packet (a head not taken yet).
+		if stop-start > r.cookedSnap {
+			stop = start + r.cookedSnap
+		}
+		start -= sll2Len
+		putSLL2((*[sll2Len]byte)(r.mem[start:]), sll)
+		p.Length += sll2Len
+	}
+	p.Data = r.mem[start:stop:stop]
+	p.PktType = sll.Pkttype
+	p.VLANValid = th.Status&unix.TP_STATUS_VLAN_VALID != 0
+	p.VLANTCI, p.VLANTPID = 0, 0
+	if p.VLANValid {
+		p.VLANTCI = uint16(th.Hv1.Vlan_tci)
+		if th.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
+			p.VLANTPID = th.Hv1.Vlan_tpid
+		}
+	}
+	return true
+}
+
+// step moves the cursor past the packet at it.
+func (r *ring) step() {
+	c := &r.c
+	c.left--
+	th := (*unix.Tpacket3Hdr)(unsafe.Pointer(&r.mem[r.cur*r.bs+c.off]))
+	if th.Next_offset == 0 {
+		c.left = 0
+	}
+	c.off += int(th.Next_offset)
+}
+
+// taken records that the Sink took the head (p, as head filled it) and
+// moves past it; the block goes back to the kernel after its last packet.
+func (r *ring) taken(p *Packet) {
+	r.c.delivered++
+	r.c.bytes += uint64(len(p.Data))
 	p.Data = nil
-	r.delivered.Add(delivered)
-	r.bytes.Add(nbytes)
-	if n > int(delivered) {
-		r.skipped.Add(uint64(n) - delivered)
+	r.step()
+	if r.c.left == 0 {
+		r.closeBlock()
 	}
+}
+
+// closeBlock counts the block's packets (those not taken as skipped) and
+// returns it to the kernel; the Sink refused its head, or it is done.
+func (r *ring) closeBlock() {
+	c := &r.c
+	if !c.open {
+		return
+	}
+	r.delivered.Add(uint64(c.delivered))
+	r.bytes.Add(c.bytes)
+	if c.n > c.delivered {
+		r.skipped.Add(uint64(c.n - c.delivered))
+	}
+	*c = cursor{}
 	r.release()
-	return n, err
 }
 
 const sllSize = int(unsafe.Sizeof(unix.RawSockaddrLinklayer{}))

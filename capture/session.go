@@ -539,8 +539,9 @@ type reader struct {
 type readerRing struct {
 	r    *ring
 	ifc  Interface
-	p    Packet // the reusable Packet of this interface's packets
-	seen bool   // a block was read since the last presence check
+	p    Packet // the ring's next packet (when has), reused
+	has  bool   // p holds the ring's next packet, not yet taken
+	seen bool   // a packet was read since the last presence check
 }
 
 // offer hands the reader a ring of an interface that joined; it announces
@@ -582,14 +583,68 @@ func (rd *reader) takeOffers() error {
 	return nil
 }
 
-// anyReady reports whether a ring has a block for the reader.
-func (rd *reader) anyReady() bool {
+// anyNew reports whether a ring without a packet at hand has a block
+// for the reader.
+func (rd *reader) anyNew() bool {
 	for _, rr := range rd.active {
-		if rr.r.ready(rr.r.cur) {
+		if !rr.has && rr.r.ready(rr.r.cur) {
 			return true
 		}
 	}
 	return false
+}
+
+// mergeBudget bounds the packets of one merge call, so that a reader that
+// never runs out of work still gets to its housekeeping.
+const mergeBudget = 4096
+
+// ReorderWindow is how long the reader holds a packet back while another
+// captured interface has nothing to compare it with: a packet reaches the
+// reader only when its block is handed over, up to the block timeout
+// after it was captured, so a packet of a quiet interface may still come
+// that is older. Within it, the stream is in timestamp order across all
+// interfaces (docs/capture-engine.md).
+const ReorderWindow = 8 * time.Millisecond
+
+// merge hands the rings' packets to the Sink in timestamp order: each
+// ring's next packet is at hand (its head), and the oldest head goes
+// first; it waits (hold: until when, Unix ns) while some ring has no
+// packet at hand and the oldest head is younger than ReorderWindow. A
+// single ring needs no wait.
+func (rd *reader) merge() (progressed bool, hold int64, err error) {
+	now := time.Now().UnixNano()
+	for range mergeBudget {
+		var best *readerRing
+		all := true
+		for _, rr := range rd.active {
+			if !rr.has {
+				rr.has = rr.r.head(&rr.p)
+			}
+			if !rr.has {
+				all = false
+				continue
+			}
+			if best == nil || rr.p.Timestamp < best.p.Timestamp {
+				best = rr
+			}
+		}
+		if best == nil {
+			return progressed, 0, nil
+		}
+		if !all && best.p.Timestamp > now-int64(ReorderWindow) {
+			return progressed, best.p.Timestamp + int64(ReorderWindow), nil
+		}
+		progressed, best.seen = true, true
+		if err := rd.sink.WritePacket(&best.p); err != nil {
+			best.p.Data = nil
+			best.has = false
+			best.r.closeBlock() // the refused packet and the rest: skipped
+			return true, 0, err
+		}
+		best.has = false
+		best.r.taken(&best.p)
+	}
+	return progressed, 0, nil
 }
 
 // run reads until the poller is stopped (nil), the Sink fails (its error),
@@ -650,17 +705,9 @@ func (rd *reader) run() error {
 	ever := len(rd.active) > 0
 	nextCheck := time.Now().Add(statsInterval)
 	for {
-		// One block per ring per pass, so a busy interface cannot
-		// starve the others.
-		progressed := false
-		for _, rr := range rd.active {
-			if !rr.r.ready(rr.r.cur) {
-				continue
-			}
-			progressed, rr.seen = true, true
-			if _, err := rr.r.readBlock(&rr.p, rd.sink); err != nil {
-				return err
-			}
+		progressed, hold, err := rd.merge()
+		if err != nil {
+			return err
 		}
 		if rd.pl.stopped.Load() {
 			return nil
@@ -702,7 +749,11 @@ func (rd *reader) run() error {
 		if ever && len(rd.active) == 0 {
 			return gone
 		}
-		err := rd.pl.wait(nextCheck, rd.anyReady)
+		deadline := nextCheck
+		if h := time.Unix(0, hold); hold > 0 && h.Before(deadline) {
+			deadline = h // a packet held back for ReorderWindow
+		}
+		err = rd.pl.wait(deadline, rd.anyNew)
 		switch {
 		case err == nil, errors.Is(err, errTimeout):
 		case errors.Is(err, errStopped):
@@ -803,6 +854,7 @@ func (s *Session) watchLinks(ctx context.Context, offer func(int, *ring, Interfa
 // counters are recorded, under mu, before the ring leaves this session:
 // Stats never reads a ring another session may have taken.
 func (s *Session) finish(i int, r *ring, err error) {
+	r.closeBlock() // a block the reader was in the middle of
 	st := r.final()
 	s.mu.Lock()
 	s.stats[i], s.done[i] = st, true
