@@ -496,3 +496,71 @@ func TestIntegrationMergedInTimestampOrder(t *testing.T) {
 		t.Fatalf("per interface %v, want %d each", per, n)
 	}
 }
+
+// TestIntegrationTargetsLine: one session captures every namespace of a
+// line of 3, and of 10: a datagram sent from the first to the last
+// appears once on each interface it crossed (twice per link), with the
+// target and netns of that interface, in timestamp order.
+func TestIntegrationTargetsLine(t *testing.T) {
+	for _, n := range []int{3, 10} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			line := testns.Line(t, n)
+			var tgs []capture.Target
+			for i, x := range line {
+				tgs = append(tgs, capture.Target{NetNS: x.Open(), Name: fmt.Sprintf("r%d", i)})
+			}
+			s, err := capture.Open(capture.Config{Targets: tgs, Filter: "udp", Ring: capture.RingOptions{BlockSize: 64 << 10, NumBlocks: 8}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.Targets(); len(got) != n || got[n-1].Name != fmt.Sprintf("r%d", n-1) || got[n-1].NetNS != line[n-1].Inode {
+				t.Fatalf("targets %+v", got)
+			}
+			col := &collector{}
+			stop := run(t, s, col)
+			u := line[0].UDP("198.18.1.1:4000")
+			dst := &net.UDPAddr{IP: net.IPv4(198, 18, byte(n-1), 2), Port: 4000}
+			const count = 200
+			for i := range count {
+				if _, err := u.WriteToUDP(payload('L', i), dst); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ours := func() []got {
+				var out []got
+				for _, g := range col.snapshot() {
+					if bytes.HasPrefix(udpPayload(g.data), []byte("PFTEST")) {
+						out = append(out, g)
+					}
+				}
+				return out
+			}
+			crossings := 2 * (n - 1)
+			waitFor(t, "every datagram on every interface it crossed", func() bool { return len(ours()) >= count*crossings })
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			ifaces := s.Interfaces()
+			seen := map[string]int{} // target/interface -> datagrams
+			pkts := ours()
+			for i, g := range pkts {
+				f := ifaces[g.iface]
+				if f.NetNS != line[f.Target].Inode {
+					t.Fatalf("interface %+v: netns %d, want target %d's %d", f, f.NetNS, f.Target, line[f.Target].Inode)
+				}
+				seen[fmt.Sprintf("r%d/%s", f.Target, f.Name)]++
+				if i > 0 && g.ts < pkts[i-1].ts {
+					t.Fatalf("packet %d older than packet %d: not in timestamp order", i, i-1)
+				}
+			}
+			if len(pkts) != count*crossings || len(seen) != crossings {
+				t.Fatalf("%d packets on %d interfaces %v, want %d on %d", len(pkts), len(seen), seen, count*crossings, crossings)
+			}
+			for k, v := range seen {
+				if v != count {
+					t.Fatalf("%s: %d datagrams, want %d (all: %v)", k, v, count, seen)
+				}
+			}
+		})
+	}
+}

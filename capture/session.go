@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -25,6 +26,11 @@ type Config struct {
 	// down are captured too: packets flow once they come up, as with
 	// tcpdump on Linux.
 	Interfaces []string
+	// Targets, instead of NetNS and Interfaces, captures several
+	// namespaces in one session: their interfaces are read by the one
+	// reader and merged in timestamp order. The caps below count all
+	// targets together.
+	Targets []Target
 	// Filter is a tcpdump (pcap-filter(7)) expression; empty keeps all.
 	Filter string
 	// Snaplen limits the bytes kept per packet; 0 means DefaultSnaplen.
@@ -61,6 +67,17 @@ type Config struct {
 	Budget *Budget
 }
 
+// Target is one namespace of a capture.
+type Target struct {
+	// NetNS is used by Open only; the caller keeps ownership.
+	NetNS *netns.NetNS
+	// Interfaces as Config.Interfaces: empty means every interface.
+	Interfaces []string
+	// Name is the caller's name for the target (Interface.Target
+	// indexes Session.Targets, which keeps it).
+	Name string
+}
+
 // Ring set-up runs on locked OS threads (netns.Do), each of which the Go
 // runtime keeps once created: at most MaxSetupThreads run at once for one
 // capture and maxSetupThreadsTotal for the whole process, so that a netns
@@ -85,6 +102,8 @@ var setupActive, setupPeak atomic.Int64
 type Interface struct {
 	Name     string
 	Index    int    // kernel ifindex in the captured netns
+	Target   int    // index into Session.Targets
+	NetNS    uint64 // inode of the target's netns
 	LinkType uint16 // LINKTYPE_* of the captured bytes
 	Snaplen  int
 	Filter   string
@@ -161,15 +180,10 @@ type Stats struct {
 // without running. Interfaces, NetNS and Stats may be called from any
 // goroutine.
 type Session struct {
-	netns uint64
-	nsID  netns.ID
-	cfg   Config // NetNS is not kept: the caller owns it
-	progs map[uint16][]unix.SockFilter
-
-	// For all-interfaces captures: our own handle to the netns and the
-	// link monitor, to take in interfaces created later.
-	ns  *netns.NetNS
-	mon *monitor
+	netns   uint64 // the first target's, for errors not about one target
+	cfg     Config // NetNS and Targets are not kept: the caller owns them
+	progs   map[uint16][]unix.SockFilter
+	targets []*target
 
 	mu     sync.Mutex
 	ifaces []Interface
@@ -183,6 +197,32 @@ type Session struct {
 	closed  bool
 }
 
+// target is one captured namespace of a Session.
+type target struct {
+	name string
+	ino  uint64
+	id   netns.ID
+	// For all-interfaces targets: our own handle to the netns and the
+	// link monitor, to take in interfaces created later.
+	ns  *netns.NetNS
+	mon *monitor
+}
+
+// TargetInfo describes one captured namespace.
+type TargetInfo struct {
+	Name  string
+	NetNS uint64
+}
+
+// Targets returns the captured namespaces; Interface.Target indexes it.
+func (s *Session) Targets() []TargetInfo {
+	out := make([]TargetInfo, len(s.targets))
+	for i, t := range s.targets {
+		out[i] = TargetInfo{Name: t.name, NetNS: t.ino}
+	}
+	return out
+}
+
 // Open is OpenContext without a context: the filter compile is bounded by
 // its budget alone.
 func Open(cfg Config) (*Session, error) {
@@ -190,14 +230,21 @@ func Open(cfg Config) (*Session, error) {
 }
 
 // OpenContext resolves the interfaces and opens their rings inside
-// cfg.NetNS. Packets are buffered by the kernel from the moment it returns.
-// When ctx ends while the filter compiles, the compile is killed (unless
-// another session waits for the same one) and ctx's error is returned.
+// cfg.NetNS (or each of cfg.Targets). Packets are buffered by the kernel
+// from the moment it returns. When ctx ends while the filter compiles, the
+// compile is killed (unless another session waits for the same one) and
+// ctx's error is returned.
 func OpenContext(ctx context.Context, cfg Config) (*Session, error) {
-	if cfg.NetNS == nil {
-		return nil, errors.New("capture: no netns given")
+	tgs := cfg.Targets
+	if len(tgs) == 0 {
+		tgs = []Target{{NetNS: cfg.NetNS, Interfaces: cfg.Interfaces}}
 	}
-	ino := cfg.NetNS.Inode()
+	for _, t := range tgs {
+		if t.NetNS == nil {
+			return nil, errors.New("capture: no netns given")
+		}
+	}
+	ino := tgs[0].NetNS.Inode()
 	if cfg.Snaplen <= 0 {
 		cfg.Snaplen = DefaultSnaplen
 	}
@@ -212,13 +259,54 @@ func OpenContext(ctx context.Context, cfg Config) (*Session, error) {
 		return nil, &OpError{Op: OpSetFilter, NetNS: ino, Err: ferr}
 	}
 
-	all := len(cfg.Interfaces) == 0
+	s := &Session{netns: ino, cfg: cfg, progs: progs}
+	s.cfg.NetNS, s.cfg.Targets, s.cfg.Interfaces = nil, nil, nil
+	sels := make([][]link, len(tgs))
+	total := 0
+	for i, t := range tgs {
+		tg := &target{name: t.Name, ino: t.NetNS.Inode(), id: t.NetNS.ID()}
+		s.targets = append(s.targets, tg)
+		var err error
+		if sels[i], err = s.listTarget(tg, t); err != nil {
+			s.closeAll()
+			return nil, err
+		}
+		total += len(sels[i])
+	}
+	if cfg.FitRing {
+		s.cfg.Ring = fitRing(s.cfg.Ring, total, cfg.MaxRingMemory)
+	}
+	if err := checkCaps(s.cfg, total, ino); err != nil {
+		s.closeAll()
+		return nil, err
+	}
+	for i, t := range tgs {
+		ifaces, rings, err := s.openRings(i, t.NetNS, sels[i])
+		if err != nil {
+			for _, r := range s.rings {
+				r.close()
+			}
+			s.rings = nil
+			s.closeAll()
+			return nil, err
+		}
+		s.ifaces = append(s.ifaces, ifaces...)
+		s.rings = append(s.rings, rings...)
+	}
+	return s, nil
+}
+
+// listTarget lists the interfaces of one target and picks those it asks
+// for; for an all-interfaces target it first subscribes to link changes,
+// so that none created after the listing is missed, and keeps its own
+// handle to the netns.
+func (s *Session) listTarget(tg *target, t Target) ([]link, error) {
+	all := len(t.Interfaces) == 0
 	var links []link
-	var mon *monitor
-	err := netns.Do(cfg.NetNS, func() error {
+	err := netns.Do(t.NetNS, func() error {
 		var err error
 		if all {
-			if mon, err = openMonitor(); err != nil {
+			if tg.mon, err = openMonitor(); err != nil {
 				return err
 			}
 		}
@@ -226,38 +314,18 @@ func OpenContext(ctx context.Context, cfg Config) (*Session, error) {
 		return err
 	})
 	if err != nil {
-		if mon != nil {
-			mon.close()
-		}
-		return nil, &OpError{Op: OpListInterfaces, NetNS: ino, Err: err}
+		return nil, &OpError{Op: OpListInterfaces, NetNS: tg.ino, Err: err}
 	}
-	sel, err := selectLinks(links, cfg.Interfaces, ino)
-	if err == nil {
-		if cfg.FitRing {
-			cfg.Ring = fitRing(cfg.Ring, len(sel), cfg.MaxRingMemory)
-		}
-		err = checkCaps(cfg, len(sel), ino)
-	}
+	sel, err := selectLinks(links, t.Interfaces, tg.ino)
 	if err != nil {
-		if mon != nil {
-			mon.close()
-		}
 		return nil, err
 	}
-	s := &Session{netns: ino, nsID: cfg.NetNS.ID(), cfg: cfg, progs: progs, mon: mon}
-	s.cfg.NetNS = nil
 	if all {
-		if s.ns, err = cfg.NetNS.Dup(); err != nil {
-			mon.close()
+		if tg.ns, err = t.NetNS.Dup(); err != nil {
 			return nil, err
 		}
 	}
-	s.ifaces, s.rings, err = s.openRings(cfg.NetNS, sel)
-	if err != nil {
-		s.closeAll()
-		return nil, err
-	}
-	return s, nil
+	return sel, nil
 }
 
 // MinFitBlocks is the fewest blocks FitRing shrinks a ring to (1 MiB at
@@ -293,7 +361,8 @@ func checkCaps(cfg Config, n int, ino uint64) error {
 // concurrent waits overlap. Rings taken from the Pool are already charged
 // to the Budget; the others are charged, all at once, before any is
 // opened.
-func (s *Session) openRings(ns *netns.NetNS, sel []link) ([]Interface, []*ring, error) {
+func (s *Session) openRings(ti int, ns *netns.NetNS, sel []link) ([]Interface, []*ring, error) {
+	tg := s.targets[ti]
 	ifaces := make([]Interface, len(sel))
 	rings := make([]*ring, len(sel))
 	errs := make([]error, len(sel))
@@ -309,18 +378,18 @@ func (s *Session) openRings(ns *netns.NetNS, sel []link) ([]Interface, []*ring, 
 	for i, l := range sel {
 		lm := linkTypeFor(l.hatype)
 		lt, st := lm.filterType, lm.sockType
-		ifaces[i] = Interface{Name: l.name, Index: l.index, LinkType: lm.linkType, Snaplen: s.cfg.Snaplen, Filter: s.cfg.Filter}
+		ifaces[i] = Interface{Name: l.name, Index: l.index, Target: ti, NetNS: tg.ino, LinkType: lm.linkType, Snaplen: s.cfg.Snaplen, Filter: s.cfg.Filter}
 		prog, ok := s.progs[lt]
 		if !ok {
 			var err error
 			// Another link type than Open compiled for: not cancelled with
 			// the request, but bounded by the compile budget all the same.
 			if prog, err = compileFilter(context.Background(), lt, s.cfg.Snaplen, s.cfg.Filter); err != nil {
-				errs[i] = &OpError{Op: OpSetFilter, NetNS: s.netns, Interface: l.name, Err: err}
+				errs[i] = &OpError{Op: OpSetFilter, NetNS: tg.ino, Interface: l.name, Err: err}
 				continue
 			}
 		}
-		key := poolKey{netns: s.nsID, ifindex: l.index, name: l.name, hatype: l.hatype, sockType: st, ring: s.cfg.Ring}
+		key := poolKey{netns: tg.id, ifindex: l.index, name: l.name, hatype: l.hatype, sockType: st, ring: s.cfg.Ring}
 		if r := s.cfg.Pool.take(key); r != nil {
 			if err := r.reuse(l.index, prog, s.cfg.Promiscuous); err == nil {
 				r.promisc = s.cfg.Promiscuous
@@ -336,7 +405,7 @@ func (s *Session) openRings(ns *netns.NetNS, sel []link) ([]Interface, []*ring, 
 	if err := errors.Join(errs...); err != nil {
 		todo = nil // failed already: open nothing more
 	} else if err := s.cfg.Budget.charge(int64(len(todo))*size, s.cfg.Pool); err != nil {
-		errs = append(errs, &OpError{Op: OpOpenRing, NetNS: s.netns, Err: err})
+		errs = append(errs, &OpError{Op: OpOpenRing, NetNS: tg.ino, Err: err})
 		todo = nil
 	}
 	var wg sync.WaitGroup
@@ -354,7 +423,7 @@ func (s *Session) openRings(ns *netns.NetNS, sel []link) ([]Interface, []*ring, 
 				}
 				r, err := openRing(f.l.index, f.st, f.prog, f.l.hatype == unix.ARPHRD_LOOPBACK, s.cfg.Promiscuous, s.cfg.Ring)
 				if err != nil {
-					return &OpError{Op: OpOpenRing, NetNS: s.netns, Interface: f.l.name, Err: err}
+					return &OpError{Op: OpOpenRing, NetNS: tg.ino, Interface: f.l.name, Err: err}
 				}
 				r.key = f.key
 				r.cooked, r.cookedSnap = f.lm.cooked, cookedSnap(s.cfg.Snaplen)
@@ -462,12 +531,13 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 	}
 	for _, rr := range rd.active {
 		if err := pl.add(rr.r.fd, rr.p.Interface); err != nil {
-			err = &OpError{Op: OpRead, NetNS: s.netns, Interface: rr.ifc.Name, Err: err}
+			err = &OpError{Op: OpRead, NetNS: rr.ifc.NetNS, Interface: rr.ifc.Name, Err: err}
 			rd.end(err) // every ring, watched or not
 			return err
 		}
 	}
-	if len(rings) == 0 && s.mon == nil {
+	watched := slices.ContainsFunc(s.targets, func(t *target) bool { return t.mon != nil })
+	if len(rings) == 0 && !watched {
 		return nil
 	}
 
@@ -481,17 +551,25 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 		pl.stop()
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.mon != nil {
-			s.mon.stop()
+		for _, t := range s.targets {
+			if t.mon != nil {
+				t.mon.stop()
+			}
 		}
 	})
 
 	var wg sync.WaitGroup
+	var watchMu sync.Mutex
 	var watchErr error
-	if s.mon != nil {
+	for ti, t := range s.targets {
+		if t.mon == nil {
+			continue
+		}
 		wg.Go(func() {
-			if err := s.watchLinks(ctx, rd.offer); err != nil {
-				watchErr = err
+			if err := s.watchLinks(ctx, ti, rd.offer); err != nil {
+				watchMu.Lock()
+				watchErr = cmp.Or(watchErr, err)
+				watchMu.Unlock()
 				cancel()
 			}
 		})
@@ -662,7 +740,7 @@ func (rd *reader) run() error {
 		}
 	}
 	opErr := func(rr *readerRing, op string, err error) error {
-		return &OpError{Op: op, NetNS: rd.s.netns, Interface: rr.ifc.Name, Err: err}
+		return &OpError{Op: op, NetNS: rr.ifc.NetNS, Interface: rr.ifc.Name, Err: err}
 	}
 	// checkErrs handles the socket errors the last wait reported.
 	checkErrs := func() error {
@@ -800,32 +878,34 @@ func (rd *reader) end(err error) {
 	wg.Wait()
 }
 
-// watchLinks takes interfaces created in the netns into the capture: it
-// opens a ring and offers it to the reader, which announces the interface
-// to the sink (the IDB goes out before any of its packets) and reads it.
-func (s *Session) watchLinks(ctx context.Context, offer func(int, *ring, Interface)) error {
+// watchLinks takes interfaces created in target ti's netns into the
+// capture: it opens a ring and offers it to the reader, which announces the
+// interface to the sink (the IDB goes out before any of its packets) and
+// reads it.
+func (s *Session) watchLinks(ctx context.Context, ti int, offer func(int, *ring, Interface)) error {
+	tg := s.targets[ti]
 	for {
-		links, err := s.mon.next()
+		links, err := tg.mon.next()
 		if errors.Is(err, errStopped) || ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			return &OpError{Op: OpListInterfaces, NetNS: s.netns, Err: err}
+			return &OpError{Op: OpListInterfaces, NetNS: tg.ino, Err: err}
 		}
 		for _, l := range links {
 			s.mu.Lock()
-			known := slices.ContainsFunc(s.ifaces, func(f Interface) bool { return f.Index == l.index })
+			known := slices.ContainsFunc(s.ifaces, func(f Interface) bool { return f.Target == ti && f.Index == l.index })
 			n := len(s.ifaces)
 			s.mu.Unlock()
 			if known {
 				continue
 			}
-			if checkCaps(s.cfg, n+1, s.netns) != nil {
+			if checkCaps(s.cfg, n+1, tg.ino) != nil {
 				// Over a per-capture cap (interfaces that have vanished
 				// count too): the capture goes on without it.
 				continue
 			}
-			ifaces, rings, err := s.openRings(s.ns, []link{l})
+			ifaces, rings, err := s.openRings(ti, tg.ns, []link{l})
 			if err != nil {
 				// It may be gone already, or the service's Budget is
 				// exhausted; the capture goes on without it.
@@ -918,12 +998,14 @@ func (s *Session) closeAll() {
 			r.close()
 		}
 	}
-	if s.mon != nil {
-		s.mon.close()
-		s.mon = nil
-	}
-	if s.ns != nil {
-		s.ns.Close()
-		s.ns = nil
+	for _, t := range s.targets {
+		if t.mon != nil {
+			t.mon.close()
+			t.mon = nil
+		}
+		if t.ns != nil {
+			t.ns.Close()
+			t.ns = nil
+		}
 	}
 }

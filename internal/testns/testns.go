@@ -210,3 +210,31 @@ func (n *NS) VethPairs(pairs int) {
 		n.t.Fatalf("ip -n %s -batch: %v: %s", n.Name, err, out)
 	}
 }
+
+// Line makes n namespaces in a line, each joined to the next by a veth
+// pair: namespace i reaches i+1 over its eth1 (198.18.i+1.1/24) and i-1
+// over its eth0 (198.18.i.2/24), forwards, and routes every subnet of the
+// line the right way, so a datagram from the first to the last crosses
+// every link.
+func Line(t testing.TB, n int) []*NS {
+	t.Helper()
+	ns := make([]*NS, n)
+	for i := range ns {
+		ns[i] = New(t)
+		Cmd(t, "ip", "netns", "exec", ns[i].Name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	}
+	for i := 0; i+1 < n; i++ {
+		Veth(t, ns[i], "eth1", fmt.Sprintf("198.18.%d.1/24", i+1), ns[i+1], "eth0", fmt.Sprintf("198.18.%d.2/24", i+1))
+	}
+	for i := range ns {
+		for k := 1; k < n; k++ { // link k joins namespaces k-1 and k
+			switch {
+			case k > i+1:
+				ns[i].IP("route", "add", fmt.Sprintf("198.18.%d.0/24", k), "via", fmt.Sprintf("198.18.%d.2", i+1))
+			case k < i:
+				ns[i].IP("route", "add", fmt.Sprintf("198.18.%d.0/24", k), "via", fmt.Sprintf("198.18.%d.1", i))
+			}
+		}
+	}
+	return ns
+}
