@@ -620,6 +620,8 @@ type readerRing struct {
 	p    Packet // the ring's next packet (when has), reused
 	has  bool   // p holds the ring's next packet, not yet taken
 	seen bool   // a packet was read since the last presence check
+	// heldSince is when merge first held p back (zero: not held).
+	heldSince time.Time
 }
 
 // offer hands the reader a ring of an interface that joined; it announces
@@ -686,11 +688,14 @@ const ReorderWindow = 8 * time.Millisecond
 
 // merge hands the rings' packets to the Sink in timestamp order: each
 // ring's next packet is at hand (its head), and the oldest head goes
-// first; it waits (hold: until when, Unix ns) while some ring has no
-// packet at hand and the oldest head is younger than ReorderWindow. A
-// single ring needs no wait.
-func (rd *reader) merge() (progressed bool, hold int64, err error) {
-	now := time.Now().UnixNano()
+// first. While some ring has no packet at hand and the oldest head is
+// younger than ReorderWindow, it is held back, hold says for how long
+// (at most ReorderWindow in all, measured on the monotonic clock too, so
+// that a step of the wall clock cannot hold a packet longer). A single
+// ring needs no wait.
+func (rd *reader) merge() (progressed bool, hold time.Duration, err error) {
+	wall := time.Now()
+	now := wall.UnixNano()
 	for range mergeBudget {
 		var best *readerRing
 		all := true
@@ -710,9 +715,14 @@ func (rd *reader) merge() (progressed bool, hold int64, err error) {
 			return progressed, 0, nil
 		}
 		if !all && best.p.Timestamp > now-int64(ReorderWindow) {
-			return progressed, best.p.Timestamp + int64(ReorderWindow), nil
+			if best.heldSince.IsZero() {
+				best.heldSince = wall
+			}
+			if held := wall.Sub(best.heldSince); held < ReorderWindow {
+				return progressed, min(time.Duration(best.p.Timestamp+int64(ReorderWindow)-now), ReorderWindow-held), nil
+			}
 		}
-		progressed, best.seen = true, true
+		progressed, best.seen, best.heldSince = true, true, time.Time{}
 		if err := rd.sink.WritePacket(&best.p); err != nil {
 			best.p.Data = nil
 			best.has = false
@@ -828,7 +838,7 @@ func (rd *reader) run() error {
 			return gone
 		}
 		deadline := nextCheck
-		if h := time.Unix(0, hold); hold > 0 && h.Before(deadline) {
+		if h := time.Now().Add(hold); hold > 0 && h.Before(deadline) {
 			deadline = h // a packet held back for ReorderWindow
 		}
 		err = rd.pl.wait(deadline, rd.anyNew)
