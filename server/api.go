@@ -40,8 +40,10 @@ func apiOK(w http.ResponseWriter, key string, v any) {
 
 // CaptureInfo describes a live capture session.
 type CaptureInfo struct {
-	ID          string          `json:"id"`
-	Target      TargetInfo      `json:"target"`
+	ID     string     `json:"id"`
+	Target TargetInfo `json:"target"` // the first target
+	// Targets lists every target; an interface's target is its Target.
+	Targets     []TargetInfo    `json:"targets"`
 	Interfaces  []InterfaceInfo `json:"interfaces"`
 	Filter      string          `json:"filter"`
 	Snaplen     int             `json:"snaplen"`
@@ -68,6 +70,7 @@ type TargetInfo struct {
 // packets + dropped + pending, and dropped = kernel_dropped + skipped.
 type InterfaceInfo struct {
 	Name           string `json:"name"`
+	Target         int    `json:"target"` // index into CaptureInfo.Targets
 	LinkType       uint16 `json:"link_type"`
 	Packets        uint64 `json:"packets"` // delivered: written to the stream
 	Bytes          uint64 `json:"bytes"`
@@ -98,9 +101,17 @@ func (s *Server) captures() []CaptureInfo {
 		if c := ss.req.Container; c != nil {
 			ci.Target.Name, ci.Target.Type = c.Name, c.Type
 		}
+		refs := ss.req.targets()
+		for i, tg := range ss.cs.Targets() {
+			ti := TargetInfo{NetNS: tg.NetNS, Name: tg.Name, Type: "netns"}
+			if c := refs[i].Container; c != nil && c.Type != "" {
+				ti.Type = c.Type
+			}
+			ci.Targets = append(ci.Targets, ti)
+		}
 		ifaces, stats := ss.cs.Interfaces(), ss.cs.Stats()
 		for i, f := range ifaces {
-			ii := InterfaceInfo{Name: f.Name, LinkType: f.LinkType}
+			ii := InterfaceInfo{Name: f.Name, Target: f.Target, LinkType: f.LinkType}
 			if i < len(stats) {
 				x := stats[i]
 				ii.Packets, ii.Bytes, ii.KernelReceived, ii.KernelDropped = x.Delivered, x.Bytes, x.Received, x.KernelDropped

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -221,9 +222,10 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		return
 	}
 	ifaces := cs.Interfaces()
+	describe := describer(req, cs.Targets())
 	names := make([]string, len(ifaces))
 	for i, f := range ifaces {
-		names[i] = f.Name
+		names[i] = describe(f).Name
 	}
 	log = log.With(zap.Uint64("netns", cs.NetNS()))
 	s.metrics.setup.Observe(time.Since(ss.start).Seconds())
@@ -231,14 +233,14 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		zap.String("filter", req.Filter), zap.Bool("promiscuous", !req.Chaste), zap.Int("snaplen", req.Snaplen),
 		zap.Duration("setup", time.Since(ss.start)))
 
-	desc := ifDescription(req, cs.NetNS())
-	hdr := s.header(req, cs.NetNS(), ifaces, desc)
+	hdr := s.header(req, cs.Targets(), ifaces, describe)
 	st := session.New(session.Sender{
 		Write: t.write,
 		Ping:  t.ping,
 		Idle:  s.cfg.ClientTimeout / 2,
 		Fail:  func(err error) { cancelRun(err) },
-	}, req.Count, desc)
+		Limit: func() { cancelRun(errLimit) },
+	}, req.Count, describe)
 	// The header is the first message; the reader's first Idle writes it.
 	st.AppendHeader(hdr)
 	s.running(ss, req, cs, st, cancelRun)
@@ -335,24 +337,35 @@ func reasonOf(err error) string {
 	return why
 }
 
-// open resolves the target and opens the capture. The netns fd is held
+// open resolves the targets and opens the capture. Each netns fd is held
 // from lookup until the rings exist, so the namespace checked is the one
 // captured.
 func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Session, error) {
-	ns, ifaces, err := s.resolve(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	defer ns.Close()
-	if s.cfg.DenyHostNetNS {
-		self, err := s.cfg.Finder.Self()
+	var tgs []capture.Target
+	defer func() {
+		for _, t := range tgs {
+			t.NetNS.Close()
+		}
+	}()
+	for _, ref := range req.targets() {
+		ns, ifaces, err := s.resolve(ctx, ref)
 		if err != nil {
 			return nil, err
 		}
-		same := self.ID() == ns.ID()
-		self.Close()
-		if same {
-			return nil, errHostNetNS
+		tgs = append(tgs, capture.Target{NetNS: ns, Interfaces: ifaces, Name: ref.name(ns.Inode())})
+		if slices.ContainsFunc(tgs[:len(tgs)-1], func(t capture.Target) bool { return t.NetNS.ID() == ns.ID() }) {
+			return nil, badRequest("%s is netns %d, which another target of the request names too", ref.name(ns.Inode()), ns.Inode())
+		}
+		if s.cfg.DenyHostNetNS {
+			self, err := s.cfg.Finder.Self()
+			if err != nil {
+				return nil, err
+			}
+			same := self.ID() == ns.ID()
+			self.Close()
+			if same {
+				return nil, errHostNetNS
+			}
 		}
 	}
 	ring := s.cfg.Ring
@@ -360,8 +373,7 @@ func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Sessio
 		ring.NumBlocks = int(max(req.Buffer/int64(ring.BlockSize), 1))
 	}
 	return capture.OpenContext(ctx, capture.Config{
-		NetNS:       ns,
-		Interfaces:  ifaces,
+		Targets:     tgs,
 		Filter:      req.Filter,
 		Snaplen:     req.Snaplen,
 		Promiscuous: !req.Chaste,

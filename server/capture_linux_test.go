@@ -3,6 +3,8 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -420,7 +422,7 @@ func TestIntegrationBadInput(t *testing.T) {
 		{"both", q("netns", ino(h.a), "container", `{"netns":1}`), nil, "give either netns or container, not both"},
 		{"bad json", q("container", `{"netns":`), nil, "container is not valid JSON"},
 		{"json type", q("container", `{"netns":"x"}`), nil, `container is not valid JSON: field "netns" must be uint64`},
-		{"bad json header", q(), http.Header{"Clustershark-Container": {`[1,2]`}}, "container is not valid JSON"},
+		{"bad json header", q(), http.Header{"Clustershark-Container": {`[1,2]`}}, "container 1 of the list is not a JSON object"},
 		{"no such interface", q("netns", ino(h.a), "nif", "eth9"), nil, fmt.Sprintf(`no network interface "eth9" in netns %s`, ino(h.a))},
 		{"bad interface name", q("netns", ino(h.a), "nif", "a b"), nil, `"a b" is not a valid network interface name`},
 		{"bad filter", q("netns", ino(h.a), "filter", "udp prot 53"), nil, "invalid capture filter: syntax error"},
@@ -453,4 +455,65 @@ func TestIntegrationPlainHTTP(t *testing.T) {
 	if resp.StatusCode != http.StatusUpgradeRequired || !strings.Contains(string(body[:n]), "WebSocket") {
 		t.Fatalf("status %d body %q", resp.StatusCode, body[:n])
 	}
+}
+
+// TestIntegrationSeveralTargets: one stream for a line of three
+// namespaces, named in a container= array (bind-mount names, each with its
+// own interfaces), as a lab tool would ask for a topology: every datagram
+// sent from the first to the last appears once on each interface it
+// crossed, the IDBs are named TARGET/IFNAME, timestamps never decrease,
+// the SHB comment lists the targets, and tshark reads it all.
+func TestIntegrationSeveralTargets(t *testing.T) {
+	line := testns.Line(t, 3)
+	_, ts := startServer(t)
+	refs := fmt.Sprintf(`[{"name":%q,"network-interfaces":["eth1"]},{"name":%q,"network-interfaces":["eth0","eth1"]},{"name":%q,"network-interfaces":["eth0"]}]`,
+		line[0].Name, line[1].Name, line[2].Name)
+	const n = 50
+	resp, err := http.Get(ts.URL + "/capture.pcapng?" + url.Values{"container": {refs}, "filter": {"udp"}, "count": {fmt.Sprint(4 * n)}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	u := line[0].UDP("198.18.1.1:4000")
+	for i := range n {
+		if _, err := u.WriteToUDP(payload('T', i), &net.UDPAddr{IP: net.IPv4(198, 18, 2, 2), Port: 4000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := parse(t, data)
+	want := []string{line[0].Name + "/eth1", line[1].Name + "/eth0", line[1].Name + "/eth1", line[2].Name + "/eth0"}
+	var names []string
+	for i, f := range s.ifaces {
+		names = append(names, f.Name)
+		if tg := line[[]int{0, 1, 1, 2}[min(i, 3)]]; !strings.Contains(f.Description, fmt.Sprintf("netns %d, target %s", tg.Inode, tg.Name)) {
+			t.Errorf("IDB %d description %q", i, f.Description)
+		}
+	}
+	if !slices.Equal(names, want) {
+		t.Fatalf("IDB names %q, want %q", names, want)
+	}
+	per := map[uint32]int{}
+	for i, b := range s.pkts {
+		per[b.Packet.InterfaceID]++
+		if i > 0 && b.Packet.Timestamp < s.pkts[i-1].Packet.Timestamp {
+			t.Fatalf("packet %d older than packet %d", i, i-1)
+		}
+	}
+	for id := range want {
+		if per[uint32(id)] != n {
+			t.Fatalf("packets per interface %v, want %d on each of %d", per, n, len(want))
+		}
+	}
+	if c := s.section.Comment; !strings.Contains(c, "container-name: "+line[0].Name+", "+line[1].Name+", "+line[2].Name) {
+		t.Fatalf("SHB comment does not list the targets:\n%s", c)
+	}
+	checkWireshark(t, data, want, 4*n)
 }

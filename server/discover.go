@@ -105,7 +105,7 @@ func (s *Server) discoveryProxy(upstream *url.URL) http.Handler {
 //
 // Interfaces: nif= wins; else the reference's own list; else, after a
 // lookup, the target's; else all.
-func (s *Server) resolve(ctx context.Context, req *captureRequest) (*netns.NetNS, []string, error) {
+func (s *Server) resolve(ctx context.Context, req targetRef) (*netns.NetNS, []string, error) {
 	f := s.cfg.Finder
 	c := req.Container
 	if c == nil {

@@ -24,6 +24,10 @@ const (
 	maxContainerLen = 16 << 10
 	maxIfNameLen    = 15 // IFNAMSIZ - 1
 	maxInterfaces   = 256
+	// maxTargets bounds the targets of one request (several netns=, or a
+	// container= array); the session's interface and ring memory caps
+	// count them all together.
+	maxTargets = 16
 	// maxBufferMiB bounds buffer=; the session's and the service's ring
 	// memory caps (--max-session-ring-memory, --max-ring-memory) decide
 	// below it.
@@ -97,15 +101,41 @@ func (c *Container) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// targetRef is one more target of a request that names several; the
+// first is in captureRequest's own fields.
+type targetRef struct {
+	NetNS      uint64
+	Container  *Container // nil for a netns= target
+	Interfaces []string   // nil: all
+	NifGiven   bool
+}
+
+// targets returns every target of the request, the first one first.
+func (r *captureRequest) targets() []targetRef {
+	return append([]targetRef{{NetNS: r.NetNS, Container: r.Container, Interfaces: r.Interfaces, NifGiven: r.NifGiven}}, r.More...)
+}
+
+// name is what a stream calls the target: the container's name, or
+// netns:INODE.
+func (t targetRef) name(ino uint64) string {
+	if t.Container != nil && t.Container.Name != "" {
+		return t.Container.Name
+	}
+	return fmt.Sprintf("netns:%d", ino)
+}
+
 // captureRequest is a parsed /capture request.
 type captureRequest struct {
 	NetNS      uint64
 	Container  *Container // nil when netns= was used
 	Interfaces []string   // nil: all
 	NifGiven   bool       // Interfaces came from nif=, which beats discovery
-	Filter     string
-	Chaste     bool
-	Snaplen    int
+	// More holds the targets after the first when the request names
+	// several: netns= repeated, or container= a JSON array.
+	More    []targetRef
+	Filter  string
+	Chaste  bool
+	Snaplen int
 	// Buffer is the kernel ring size per interface the client asked for
 	// (buffer=, in MiB as dumpcap's -B), in bytes; 0: the service's
 	// --ring-size.
@@ -152,27 +182,41 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 	q := r.URL.Query()
 
 	cjson, hasContainer := param(r, "container", hdrContainer)
-	nsText, hasNetns := q.Get("netns"), q.Has("netns")
+	nsTexts, hasNetns := q["netns"], q.Has("netns")
 	switch {
 	case hasContainer && hasNetns:
 		return nil, badRequest("give either netns or container, not both")
 	case hasContainer:
-		c, err := parseContainer(cjson)
+		cs, err := parseContainers(cjson)
 		if err != nil {
 			return nil, err
 		}
-		req.Container = c
-		req.NetNS = c.NetNS
-		req.Interfaces = c.Interfaces
+		req.Container = cs[0]
+		req.NetNS = cs[0].NetNS
+		req.Interfaces = cs[0].Interfaces
+		for _, c := range cs[1:] {
+			req.More = append(req.More, targetRef{NetNS: c.NetNS, Container: c, Interfaces: c.Interfaces})
+		}
 	case hasNetns:
-		ino, err := strconv.ParseUint(strings.TrimSpace(nsText), 10, 64)
-		if err != nil {
-			return nil, badRequest("netns must be a network namespace inode number, got %q", clip(nsText, 24))
+		if len(nsTexts) > maxTargets {
+			return nil, badRequest("more than %d targets in one request", maxTargets)
 		}
-		if err := netns.ValidInode(ino); err != nil {
-			return nil, badRequest("netns %d is not a valid network namespace inode", ino)
+		for i, nsText := range nsTexts {
+			ino, err := strconv.ParseUint(strings.TrimSpace(nsText), 10, 64)
+			if err != nil {
+				return nil, badRequest("netns must be a network namespace inode number, got %q", clip(nsText, 24))
+			}
+			if err := netns.ValidInode(ino); err != nil {
+				return nil, badRequest("netns %d is not a valid network namespace inode", ino)
+			}
+			if i == 0 {
+				req.NetNS = ino
+			} else if ino == req.NetNS || slices.ContainsFunc(req.More, func(t targetRef) bool { return t.NetNS == ino }) {
+				return nil, badRequest("netns %d is named twice", ino)
+			} else {
+				req.More = append(req.More, targetRef{NetNS: ino})
+			}
 		}
-		req.NetNS = ino
 	default:
 		return nil, badRequest("missing netns or container parameter")
 	}
@@ -182,14 +226,29 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 		if err != nil {
 			return nil, err
 		}
+		// nif= applies to every target.
 		req.Interfaces = ifs
 		req.NifGiven = true
-	} else if req.Interfaces != nil {
-		ifs, err := checkIfNames(req.Interfaces)
-		if err != nil {
-			return nil, err
+		for i := range req.More {
+			req.More[i].Interfaces, req.More[i].NifGiven = ifs, true
 		}
-		req.Interfaces = ifs
+	} else {
+		if req.Interfaces != nil {
+			ifs, err := checkIfNames(req.Interfaces)
+			if err != nil {
+				return nil, err
+			}
+			req.Interfaces = ifs
+		}
+		for i, t := range req.More {
+			if t.Interfaces != nil {
+				ifs, err := checkIfNames(t.Interfaces)
+				if err != nil {
+					return nil, err
+				}
+				req.More[i].Interfaces = ifs
+			}
+		}
 	}
 
 	if f, ok := param(r, "filter", hdrFilter); ok {
@@ -229,6 +288,44 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 		req.Duration = d
 	}
 	return req, nil
+}
+
+// parseContainers decodes container=: one reference (api.md's table), or
+// a JSON array of them, one per target.
+func parseContainers(s string) ([]*Container, error) {
+	t := strings.TrimSpace(s)
+	if !strings.HasPrefix(t, "[") {
+		c, err := parseContainer(s)
+		if err != nil {
+			return nil, err
+		}
+		return []*Container{c}, nil
+	}
+	if len(s) > maxContainerLen*maxTargets {
+		return nil, badRequest("container list is longer than %d bytes", maxContainerLen*maxTargets)
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal([]byte(t), &raws); err != nil {
+		return nil, badRequest("container is not a valid JSON array: %s", clip(jsonErr(err), 60))
+	}
+	switch {
+	case len(raws) == 0:
+		return nil, badRequest("container list is empty")
+	case len(raws) > maxTargets:
+		return nil, badRequest("more than %d targets in one request", maxTargets)
+	}
+	out := make([]*Container, 0, len(raws))
+	for i, raw := range raws {
+		if !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
+			return nil, badRequest("container %d of the list is not a JSON object", i+1)
+		}
+		c, err := parseContainer(string(raw))
+		if err != nil {
+			return nil, badRequest("container %d: %s", i+1, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }
 
 // parseContainer decodes the container= JSON (any row of api.md's table;

@@ -56,6 +56,16 @@ func Test_parseCaptureRequest(t *testing.T) {
 		{name: "netns too big", query: "netns=4294967296", err: "netns 4294967296 is not a valid"},
 		{name: "empty nif element", query: "netns=4026532000&nif=eth0//eth1", err: "empty network interface name"},
 		{name: "long nif", query: "netns=4026532000&nif=abcdefghijklmnop", err: `"abcdefghijklmnop" is not a valid network interface name`},
+		{name: "netns repeated", query: "netns=4026532000&netns=4026532001&nif=eth0",
+			want: &captureRequest{NetNS: 4026532000, Interfaces: []string{"eth0"}, NifGiven: true, Snaplen: capture.DefaultSnaplen,
+				More: []targetRef{{NetNS: 4026532001, Interfaces: []string{"eth0"}, NifGiven: true}}}},
+		{name: "netns twice", query: "netns=4026532000&netns=4026532000", err: "netns 4026532000 is named twice"},
+		{name: "netns too many", query: strings.Repeat("netns=4026532000&", 17), err: "more than 16 targets in one request"},
+		{name: "container array", query: "container=" + url.QueryEscape(`[{"name":"r1","network-interfaces":["eth1"]},{"netns":4026532005,"type":"docker","name":"r2"}]`),
+			want: &captureRequest{Container: &Container{Name: "r1", Interfaces: []string{"eth1"}}, Interfaces: []string{"eth1"}, Snaplen: capture.DefaultSnaplen,
+				More: []targetRef{{NetNS: 4026532005, Container: &Container{NetNS: 4026532005, Type: "docker", Name: "r2"}}}}},
+		{name: "container array empty", query: "container=" + url.QueryEscape(`[]`), err: "container list is empty"},
+		{name: "container array bad element", query: "container=" + url.QueryEscape(`[{"name":"r1"},{"pid":-1,"name":"x"}]`), err: "container 2: container pid -1 is negative"},
 		{name: "buffer", query: "netns=4026532000&buffer=32",
 			want: &captureRequest{NetNS: 4026532000, Snaplen: capture.DefaultSnaplen, Buffer: 32 << 20}},
 		{name: "buffer zero", query: "netns=4026532000&buffer=0", err: "buffer must be a ring size in MiB from 1 to 1024"},
@@ -177,7 +187,11 @@ func FuzzParseCaptureRequest(f *testing.F) {
 		}
 		// Whatever the names and the filter, csharg's editor removes
 		// all of our SHB comment.
-		if c := targetComment(req, 4026532000, "node"); cshargEdit(c, "") != "" {
+		var tgs []capture.TargetInfo
+		for i, ref := range req.targets() {
+			tgs = append(tgs, capture.TargetInfo{Name: ref.name(uint64(4026532000 + i)), NetNS: uint64(4026532000 + i)})
+		}
+		if c := targetComment(req, tgs, "node"); cshargEdit(c, "") != "" {
 			t.Fatalf("csharg leaves part of our SHB comment:\n%s", c)
 		}
 	})

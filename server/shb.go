@@ -2,6 +2,8 @@ package server
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/packetflix/packetflix/capture"
 	"github.com/packetflix/packetflix/pcapng"
@@ -10,18 +12,35 @@ import (
 )
 
 // header is the start of a session's stream: the SHB, whose comment is
-// targetComment, and an IDB per interface, each described by desc
-// (ifDescription; the IDBs of interfaces that join later get the same).
-func (s *Server) header(req *captureRequest, netns uint64, ifaces []capture.Interface, desc string) []byte {
+// targetComment, and an IDB per interface, each made by describe (the
+// IDBs of interfaces that join later are made the same way).
+func (s *Server) header(req *captureRequest, tgs []capture.TargetInfo, ifaces []capture.Interface, describe func(capture.Interface) pcapng.Interface) []byte {
 	hdr := pcapng.AppendSHB(nil, pcapng.SectionInfo{
 		OS:       s.cfg.OS,
 		UserAppl: Name + " " + s.cfg.Version,
-		Comment:  targetComment(req, netns, s.cfg.NodeName),
+		Comment:  targetComment(req, tgs, s.cfg.NodeName),
 	})
 	for _, f := range ifaces {
-		hdr = pcapng.AppendIDB(hdr, session.IDB(f, desc))
+		hdr = pcapng.AppendIDB(hdr, describe(f))
 	}
 	return hdr
+}
+
+// describer returns how a session's interfaces are described in IDBs:
+// if_description names the netns and the target (ifDescription); in a
+// stream of several targets, if_name is TARGET/IFNAME, which stays unique
+// when two targets have an eth1 (a stream of one target keeps the plain
+// interface name, byte for byte as before).
+func describer(req *captureRequest, tgs []capture.TargetInfo) func(capture.Interface) pcapng.Interface {
+	refs := req.targets()
+	multi := len(tgs) > 1
+	return func(f capture.Interface) pcapng.Interface {
+		idb := session.IDB(f, ifDescription(refs[f.Target], f.NetNS))
+		if multi {
+			idb.Name = tgs[f.Target].Name + "/" + f.Name
+		}
+		return idb
+	}
 }
 
 // targetMarker starts the capture target block of an SHB comment; csharg
@@ -53,9 +72,16 @@ type clusterInfo struct {
 // marker to the next "\n---" line, or to the end when there is none; with
 // a "\n---" after the block it leaves the block's tail behind (it takes the
 // end's offset from the wrong place), in every file its users save. node
-// is used when the reference names no node; netns names a target given by
-// netns alone.
-func targetComment(req *captureRequest, netns uint64, node string) string {
+// is used when the reference names no node; a target given by netns alone
+// is named netns:INODE. A stream of several targets lists them all in the
+// one block: container-name is their names joined by ", ", container-type
+// their types (one type when all share it), so that csharg's editing rule
+// still finds and replaces exactly this block (docs/pcapng.md).
+func targetComment(req *captureRequest, tgs []capture.TargetInfo, node string) string {
+	if len(tgs) > 1 {
+		return multiTargetComment(req, tgs, node)
+	}
+	netns := tgs[0].NetNS
 	ti := targetInfo{
 		ContainerName: fmt.Sprintf("netns:%d", netns),
 		ContainerType: "netns",
@@ -86,12 +112,40 @@ func targetComment(req *captureRequest, netns uint64, node string) string {
 	return targetMarker + string(y)
 }
 
-// ifDescription is the if_description of every IDB of a session: the
-// netns inode, and the target's name when the request named one. These
-// were fields of our SHB block once; csharg replaces that block, but it
-// passes IDBs through untouched.
-func ifDescription(req *captureRequest, netns uint64) string {
-	if c := req.Container; c != nil && c.Name != "" {
+// multiTargetComment is targetComment for several targets.
+func multiTargetComment(req *captureRequest, tgs []capture.TargetInfo, node string) string {
+	refs := req.targets()
+	var names, types []string
+	for i, t := range tgs {
+		names = append(names, t.Name)
+		typ := "netns"
+		if c := refs[i].Container; c != nil && c.Type != "" {
+			typ = c.Type
+		}
+		if !slices.Contains(types, typ) {
+			types = append(types, typ)
+		}
+	}
+	ti := targetInfo{
+		ContainerName: strings.Join(names, ", "),
+		ContainerType: strings.Join(types, ", "),
+		NodeName:      node,
+		CaptureFilter: req.Filter,
+		NoPromiscuous: req.Chaste,
+	}
+	y, err := yaml.Marshal(ti)
+	if err != nil {
+		return targetMarker
+	}
+	return targetMarker + string(y)
+}
+
+// ifDescription is the if_description of the IDBs of a target's
+// interfaces: the netns inode, and the target's name when the request
+// named one. These were fields of our SHB block once; csharg replaces that
+// block, but it passes IDBs through untouched.
+func ifDescription(t targetRef, netns uint64) string {
+	if c := t.Container; c != nil && c.Name != "" {
 		return fmt.Sprintf("netns %d, target %s", netns, c.Name)
 	}
 	return fmt.Sprintf("netns %d", netns)

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -116,7 +117,12 @@ func shbServer() *Server {
 func readHeader(t *testing.T, req *captureRequest, ifaces []capture.Interface) (*pcapng.SectionInfo, []pcapng.Interface) {
 	t.Helper()
 	const ino = 4026532999
-	hdr := shbServer().header(req, ino, ifaces, ifDescription(req, ino))
+	tgs := []capture.TargetInfo{{Name: req.targets()[0].name(ino), NetNS: ino}}
+	ifaces = slices.Clone(ifaces)
+	for i := range ifaces {
+		ifaces[i].NetNS = ino
+	}
+	hdr := shbServer().header(req, tgs, ifaces, describer(req, tgs))
 	r := pcapng.NewReader(bytes.NewReader(hdr))
 	var section *pcapng.SectionInfo
 	var idbs []pcapng.Interface

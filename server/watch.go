@@ -2,8 +2,10 @@ package server
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/packetflix/packetflix/capture"
 	"go.uber.org/zap"
 )
 
@@ -29,13 +31,13 @@ func (s *Server) watchNetNS(interval time.Duration) {
 		}
 		s.mu.Lock()
 		type watched struct {
-			ss    *liveSession
-			netns uint64
+			ss      *liveSession
+			targets []capture.TargetInfo
 		}
 		var active []watched
 		for _, ss := range s.sessions {
 			if ss.cs != nil {
-				active = append(active, watched{ss, ss.cs.NetNS()})
+				active = append(active, watched{ss, ss.cs.Targets()})
 			}
 		}
 		s.mu.Unlock()
@@ -48,12 +50,14 @@ func (s *Server) watchNetNS(interval time.Duration) {
 			continue
 		}
 		for _, w := range active {
-			if _, ok := live[w.netns]; ok {
+			// A session of several targets ends when all are gone; one
+			// that is gone meanwhile just has nothing more to capture.
+			if slices.ContainsFunc(w.targets, func(t capture.TargetInfo) bool { _, ok := live[t.NetNS]; return ok }) {
 				w.ss.misses = 0
 				continue
 			}
 			if w.ss.misses++; w.ss.misses == 2 {
-				w.ss.cancel(fmt.Errorf("%w: nothing but this capture holds netns %d", errNetNSGone, w.netns))
+				w.ss.cancel(fmt.Errorf("%w: nothing but this capture holds netns %d", errNetNSGone, w.targets[len(w.targets)-1].NetNS))
 			}
 		}
 	}

@@ -35,7 +35,7 @@ type Stream struct {
 	limit   int64 // packets to write at most; 0: no limit
 	written int64
 
-	ifDesc    string // if_description of the IDBs of interfaces that join
+	describe  func(capture.Interface) pcapng.Interface // the IDB of an interface that joins
 	lastWrite time.Time
 	err       error // the first write error; every write after fails
 }
@@ -51,16 +51,19 @@ type Sender struct {
 	Idle time.Duration
 	// Fail is told the first write or ping error, to end the session.
 	Fail func(error)
+	// Limit, if set, is told once the stream has taken its count of
+	// packets, to end the session then rather than at the next packet.
+	Limit func()
 }
 
 // New returns a Stream that ends (ErrLimit) after limit packets, if
-// limit > 0. ifDesc describes interfaces that join the capture, as the
-// session's first IDBs describe theirs.
-func New(out Sender, limit int64, ifDesc string) *Stream {
+// limit > 0. describe gives the IDB of an interface that joins the
+// capture, as the session's first IDBs were made.
+func New(out Sender, limit int64, describe func(capture.Interface) pcapng.Interface) *Stream {
 	return &Stream{
 		out:       out,
 		limit:     limit,
-		ifDesc:    ifDesc,
+		describe:  describe,
 		buf:       make([]byte, 0, MessageSize),
 		lastWrite: time.Now(),
 	}
@@ -94,6 +97,9 @@ func (s *Stream) WritePacket(p *capture.Packet) error {
 	}
 	s.written++
 	s.buf = pcapng.AppendEPB(s.buf, &s.pkt, p.Data)
+	if s.written == s.limit && s.out.Limit != nil {
+		s.out.Limit()
+	}
 	return nil
 }
 
@@ -101,7 +107,7 @@ func (s *Stream) WritePacket(p *capture.Packet) error {
 // pcapng allows IDBs anywhere in a section, before that interface's first
 // packet.
 func (s *Stream) AddInterface(id int, ifc capture.Interface) error {
-	s.buf = pcapng.AppendIDB(s.buf, IDB(ifc, s.ifDesc))
+	s.buf = pcapng.AppendIDB(s.buf, s.describe(ifc))
 	if len(s.buf) >= MessageSize {
 		return s.flush()
 	}

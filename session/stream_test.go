@@ -18,7 +18,7 @@ var discard = Sender{Write: func([]byte) error { return nil }, Ping: func() erro
 // Test_streamAllocs: the per-packet path (encode into the message buffer,
 // write full buffers) allocates nothing.
 func Test_streamAllocs(t *testing.T) {
-	s := New(discard, 0, "")
+	s := New(discard, 0, nil)
 	data := make([]byte, 64)
 	p := &capture.Packet{Timestamp: 1, Length: 64, Data: data, PktType: unix.PACKET_OUTGOING}
 	if n := testing.AllocsPerRun(10000, func() {
@@ -36,7 +36,7 @@ func Test_streamAllocs(t *testing.T) {
 // BenchmarkStreamWritePacket: 64-byte packets through the session sink into
 // a sender that discards (no network).
 func BenchmarkStreamWritePacket(b *testing.B) {
-	s := New(discard, 0, "")
+	s := New(discard, 0, nil)
 	p := &capture.Packet{Timestamp: 1, Length: 64, Data: make([]byte, 64), PktType: unix.PACKET_HOST}
 	b.ReportAllocs()
 	b.SetBytes(64)
@@ -72,7 +72,7 @@ func Test_streamWrites(t *testing.T) {
 		Idle: time.Hour,
 		Fail: func(error) { fails++ },
 	}
-	s := New(out, 0, "")
+	s := New(out, 0, nil)
 	p := &capture.Packet{Timestamp: 1, Length: 1500, Data: make([]byte, 1500), PktType: unix.PACKET_HOST}
 	perMsg := MessageSize / pcapng.EPBSize(&pcapng.Packet{}, 1500)
 	for range perMsg + 1 {
@@ -115,14 +115,19 @@ func Test_streamWrites(t *testing.T) {
 // finish writes the rest and the tail.
 func Test_streamCount(t *testing.T) {
 	var got []byte
+	reached := 0
 	out := discard
 	out.Write = func(b []byte) error { got = append(got, b...); return nil }
-	s := New(out, 2, "")
+	out.Limit = func() { reached++ }
+	s := New(out, 2, nil)
 	p := &capture.Packet{Timestamp: 1, Length: 4, Data: []byte{1, 2, 3, 4}}
 	for i := range 3 {
 		err := s.WritePacket(p)
 		if (i < 2) != (err == nil) || (i == 2 && !errors.Is(err, ErrLimit)) {
 			t.Fatalf("packet %d: %v", i, err)
+		}
+		if want := []int{0, 1, 1}[i]; reached != want {
+			t.Fatalf("after packet %d: Limit told %d times, want %d (once, at the count)", i, reached, want)
 		}
 	}
 	if err := s.Finish([]byte("tail")); err != nil {
@@ -140,7 +145,7 @@ func Test_streamAddInterfaceDescription(t *testing.T) {
 	var got []byte
 	out := discard
 	out.Write = func(b []byte) error { got = append(got, b...); return nil }
-	s := New(out, 0, "netns 4026532999, target blue")
+	s := New(out, 0, func(f capture.Interface) pcapng.Interface { return IDB(f, "netns 4026532999, target blue") })
 	if err := s.AddInterface(2, capture.Interface{Name: "veth9", LinkType: pcapng.LinkTypeEthernet, Snaplen: 96}); err != nil {
 		t.Fatal(err)
 	}
