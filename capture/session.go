@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -195,6 +196,36 @@ type Session struct {
 	done    []bool
 	started bool
 	closed  bool
+	// ended holds the targets EndTarget ended, and why; rd is the running
+	// reader, which drops their interfaces.
+	ended map[int]error
+	rd    *reader
+}
+
+// EndTarget stops capturing target ti, as when all its interfaces vanish:
+// their rings are closed and their final counters kept, and the other
+// targets go on. When no interface of any target is left, Run returns
+// err. Safe from any goroutine, before or during Run; ending a target
+// twice does nothing more.
+func (s *Session) EndTarget(ti int, err error) {
+	s.mu.Lock()
+	if s.ended == nil {
+		s.ended = map[int]error{}
+	}
+	if _, dup := s.ended[ti]; dup || ti < 0 || ti >= len(s.targets) {
+		s.mu.Unlock()
+		return
+	}
+	s.ended[ti] = err
+	if t := s.targets[ti]; t.mon != nil {
+		t.mon.stop() // no interface will join it any more
+	}
+	// Under mu: Run clears rd before it closes the poller.
+	if rd := s.rd; rd != nil {
+		rd.offered.Store(true)
+		rd.pl.wake()
+	}
+	s.mu.Unlock()
 }
 
 // target is one captured namespace of a Session.
@@ -526,6 +557,15 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 	}
 	defer pl.close()
 	rd := &reader{s: s, pl: pl, sink: sink}
+	s.mu.Lock()
+	s.rd = rd
+	rd.offered.Store(len(s.ended) > 0)
+	s.mu.Unlock()
+	defer func() { // before pl.close: EndTarget must not wake a closed poller
+		s.mu.Lock()
+		s.rd = nil
+		s.mu.Unlock()
+	}()
 	for i, r := range rings {
 		rd.active = append(rd.active, &readerRing{r: r, ifc: ifaces[i], p: Packet{Interface: i}})
 	}
@@ -607,11 +647,12 @@ type reader struct {
 	sink Sink
 
 	active []*readerRing
+	gone   error // why the first interface left the set
 
 	mu      sync.Mutex // guards pending and ended
 	pending []*readerRing
 	ended   bool
-	offered atomic.Bool // pending may be non-empty: take it even while busy
+	offered atomic.Bool // offers or ended targets to take, even while busy
 }
 
 type readerRing struct {
@@ -640,13 +681,34 @@ func (rd *reader) offer(i int, r *ring, ifc Interface) {
 	rd.pl.wake()
 }
 
-// takeOffers starts reading the rings offered since the last call.
+// takeOffers starts reading the rings offered since the last call, and
+// drops the interfaces of targets EndTarget ended.
 func (rd *reader) takeOffers() error {
 	rd.mu.Lock()
 	offers := rd.pending
 	rd.pending = nil
 	rd.offered.Store(false)
 	rd.mu.Unlock()
+	rd.s.mu.Lock()
+	ended := maps.Clone(rd.s.ended)
+	rd.s.mu.Unlock()
+	if len(ended) > 0 {
+		for k := len(rd.active) - 1; k >= 0; k-- {
+			if err, ok := ended[rd.active[k].ifc.Target]; ok {
+				rd.drop(k, err)
+			}
+		}
+		offers = slices.DeleteFunc(offers, func(rr *readerRing) bool {
+			err, ok := ended[rr.ifc.Target]
+			if ok {
+				// Announced all the same: the final counters of every
+				// interface of the session follow an IDB (see end).
+				_ = rd.sink.AddInterface(rr.p.Interface, rr.ifc)
+				rd.s.finish(rr.p.Interface, rr.r, err)
+			}
+			return ok
+		})
+	}
 	for k, rr := range offers {
 		if err := rd.sink.AddInterface(rr.p.Interface, rr.ifc); err != nil {
 			for _, o := range offers[k:] {
@@ -738,17 +800,21 @@ func (rd *reader) merge() (progressed bool, hold time.Duration, err error) {
 // run reads until the poller is stopped (nil), the Sink fails (its error),
 // a ring fails (that error) or every interface is gone (the first one's
 // error, wrapping ErrInterfaceGone).
-func (rd *reader) run() error {
-	var gone error
-	drop := func(k int, err error) {
-		rr := rd.active[k]
-		rd.pl.remove(rr.r.fd)
-		rd.active = slices.Delete(rd.active, k, k+1)
-		rd.s.finish(rr.p.Interface, rr.r, err)
-		if gone == nil {
-			gone = err
-		}
+// drop ends interface k of the reader's set: its ring is closed (err
+// says why), its final counters kept; the first such error is what run
+// returns once no interface is left.
+func (rd *reader) drop(k int, err error) {
+	rr := rd.active[k]
+	rd.pl.remove(rr.r.fd)
+	rd.active = slices.Delete(rd.active, k, k+1)
+	rd.s.finish(rr.p.Interface, rr.r, err)
+	if rd.gone == nil {
+		rd.gone = err
 	}
+}
+
+func (rd *reader) run() error {
+	drop := rd.drop
 	opErr := func(rr *readerRing, op string, err error) error {
 		return &OpError{Op: op, NetNS: rr.ifc.NetNS, Interface: rr.ifc.Name, Err: err}
 	}
@@ -818,7 +884,7 @@ func (rd *reader) run() error {
 				checkQuiet()
 				nextCheck = now.Add(statsInterval)
 				if len(rd.active) == 0 {
-					return gone
+					return rd.gone
 				}
 			}
 			continue
@@ -835,7 +901,7 @@ func (rd *reader) run() error {
 			nextCheck = now.Add(statsInterval)
 		}
 		if ever && len(rd.active) == 0 {
-			return gone
+			return rd.gone
 		}
 		deadline := nextCheck
 		if h := time.Now().Add(hold); hold > 0 && h.Before(deadline) {
@@ -853,7 +919,7 @@ func (rd *reader) run() error {
 			return err
 		}
 		if ever && len(rd.active) == 0 {
-			return gone
+			return rd.gone
 		}
 	}
 }

@@ -27,6 +27,9 @@ type metrics struct {
 	reg      *prometheus.Registry
 	sessions *prometheus.CounterVec
 	setup    prometheus.Histogram
+	// targetsGone counts capture targets whose netns was gone while a
+	// session captured them (their interfaces ended).
+	targetsGone prometheus.Counter
 
 	// Totals of finished sessions.
 	delivered, bytes, dropped, kdropped, skipped, received atomic.Uint64
@@ -46,7 +49,11 @@ func newMetrics(s *Server) *metrics {
 		Help:    "Time from a capture request to the capture running (netns lookup, rings open).",
 		Buckets: []float64{.001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5},
 	})
-	m.reg.MustRegister(m.sessions, m.setup, &liveCollector{s: s, m: m},
+	m.targetsGone = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "packetflix_capture_targets_gone_total",
+		Help: "Capture targets whose network namespace was gone mid-capture (nothing but the capture held it); their interfaces ended.",
+	})
+	m.reg.MustRegister(m.sessions, m.setup, m.targetsGone, &liveCollector{s: s, m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

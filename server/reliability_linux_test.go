@@ -472,3 +472,42 @@ func TestIntegrationInterfaceJoins(t *testing.T) {
 	}
 	checkWireshark(t, cl.bytes(), []string{"lo", "eth3"}, 5)
 }
+
+// TestIntegrationTargetGone: in a stream of two targets, the netns of one
+// loses its last holder mid-capture. Only its interfaces end (a log line,
+// the targets-gone counter); the other target goes on streaming; when it
+// goes too, the session ends with ISBs for every interface and a reason
+// naming it.
+func TestIntegrationTargetGone(t *testing.T) {
+	h := newHosts(t, false)
+	x, y := testns.New(t), testns.New(t)
+	testns.Veth(t, x, "eth0", "198.18.6.1/24", y, "eth0", "198.18.6.2/24")
+	_, ts := startServer(t, func(c *server.Config) { c.NetNSCheckInterval = 100 * time.Millisecond })
+	cl := dial(t, ts, url.Values{"netns": {ino(h.a), ino(x)}, "nif": {"eth0"}}, nil)
+	cl.waitLive()
+	x.Delete()
+	waitUntil(t, "the gone target counted", func() bool {
+		resp, err := http.Get(ts.URL + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "packetflix_capture_targets_gone_total 1\n")
+	})
+	// The other target still streams.
+	send(t, h.a.UDP("198.18.1.1:4000"), "198.18.1.2:4000", 'G', 5)
+	cl.waitPackets(5)
+	h.a.Delete()
+	code, why := cl.closeStatus()
+	if code != websocket.StatusNormalClosure || !strings.Contains(why, "network namespace vanished") {
+		t.Fatalf("close %d %q", code, why)
+	}
+	s := parse(t, cl.bytes())
+	if len(s.ifaces) != 2 || len(s.isbs) != 2 {
+		t.Fatalf("%d IDBs, %d ISBs; want 2 and 2", len(s.ifaces), len(s.isbs))
+	}
+	if s.ifaces[1].Name != "netns:"+ino(x)+"/eth0" {
+		t.Fatalf("IDB names %q, %q", s.ifaces[0].Name, s.ifaces[1].Name)
+	}
+}

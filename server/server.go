@@ -279,7 +279,7 @@ type liveSession struct {
 	cs     *capture.Session
 	st     *session.Stream
 	cancel context.CancelCauseFunc
-	misses int // owned by watchNetNS
+	misses []int // per target; owned by watchNetNS
 }
 
 // running records what a session captures, for the netns watcher and the

@@ -2,7 +2,6 @@ package server
 
 import (
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/packetflix/packetflix/capture"
@@ -50,14 +49,24 @@ func (s *Server) watchNetNS(interval time.Duration) {
 			continue
 		}
 		for _, w := range active {
-			// A session of several targets ends when all are gone; one
-			// that is gone meanwhile just has nothing more to capture.
-			if slices.ContainsFunc(w.targets, func(t capture.TargetInfo) bool { _, ok := live[t.NetNS]; return ok }) {
-				w.ss.misses = 0
-				continue
+			// A target that is gone ends its interfaces only; the
+			// capture's reader ends the session when no interface of any
+			// target is left, with this reason.
+			if len(w.ss.misses) != len(w.targets) {
+				w.ss.misses = make([]int, len(w.targets))
 			}
-			if w.ss.misses++; w.ss.misses == 2 {
-				w.ss.cancel(fmt.Errorf("%w: nothing but this capture holds netns %d", errNetNSGone, w.targets[len(w.targets)-1].NetNS))
+			for i, t := range w.targets {
+				if _, ok := live[t.NetNS]; ok {
+					w.ss.misses[i] = 0
+					continue
+				}
+				if w.ss.misses[i]++; w.ss.misses[i] == 2 {
+					if len(w.targets) > 1 {
+						s.log.Info("capture target gone", zap.String("session", w.ss.id), zap.String("target", t.Name), zap.Uint64("netns", t.NetNS))
+					}
+					s.metrics.targetsGone.Inc()
+					w.ss.cs.EndTarget(i, fmt.Errorf("%w: nothing but this capture holds netns %d", errNetNSGone, t.NetNS))
+				}
 			}
 		}
 	}
