@@ -18,7 +18,7 @@ rm -rf "$work" && mkdir -p "$work" && cp -r "$harness"/. "$work"/
 
 "$top/bin/packetflix" --port "$port" > "$top/out/bench-service.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -fsS -m 1 "http://127.0.0.1:$port/version" >/dev/null 2>&1 && break; sleep 0.1; done
 
 out=$top/out/bench/$(date +%Y%m%d-%H%M%S)
