@@ -96,7 +96,8 @@ func (s *Server) discoveryProxy(upstream *url.URL) http.Handler {
 }
 
 // resolve turns a request into an open netns and the interfaces to
-// capture, following api.md's table:
+// capture, following the reference forms of the container parameter
+// (docs/openapi.yaml):
 //   - netns only: that netns ("feeling lucky");
 //   - netns+pid+starttime without name: checked; stale fails;
 //   - name (+prefix) without pid/starttime: always by name, whatever netns

@@ -113,8 +113,9 @@ func withGhostWire(g *fakeGhostWire, timeout time.Duration) func(*server.Config)
 	}
 }
 
-// TestIntegrationResolveByName covers the rows of api.md's table that
-// need a name, against a GhostWire stand-in.
+// TestIntegrationResolveByName covers the reference forms
+// (docs/openapi.yaml, container) that need a name, against a GhostWire
+// stand-in.
 func TestIntegrationResolveByName(t *testing.T) {
 	old := testns.New(t) // where the stale reference points
 	node, peer := testns.New(t), testns.New(t)

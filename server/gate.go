@@ -10,8 +10,8 @@ import (
 
 // Why a gate: when a client ends a capture it sends a close frame and
 // waits for ours, and it wants the capture's ISBs (the kernel's drop
-// counts) first (clients.md: "flush what is captured, write the ISBs, then
-// answer the close"). coder/websocket answers a close frame the moment it
+// counts) first (docs/clients.md: what is captured and the ISBs go out,
+// then the answer to the close). coder/websocket answers a close frame the moment it
 // reads one, with no hook to send anything before. So the connection is
 // wrapped below the library: the gate passes the client's bytes through
 // until a close frame begins, tells the session, and holds that frame back

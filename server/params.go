@@ -43,8 +43,8 @@ const (
 	hdrChaste    = "Clustershark-Chaste"
 )
 
-// Container is the capture target reference of api.md's container=
-// parameter. Unknown fields are ignored.
+// Container is the capture target reference of the container= parameter
+// (its forms: docs/openapi.yaml). Unknown fields are ignored.
 type Container struct {
 	NetNS      uint64   `json:"netns,omitempty"`
 	PID        int      `json:"pid,omitempty"`
@@ -290,8 +290,9 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 	return req, nil
 }
 
-// parseContainers decodes container=: one reference (api.md's table), or
-// a JSON array of them, one per target.
+// parseContainers decodes container=: one reference (any form
+// docs/openapi.yaml gives for the container parameter), or a JSON array
+// of them, one per target.
 func parseContainers(s string) ([]*Container, error) {
 	t := strings.TrimSpace(s)
 	if !strings.HasPrefix(t, "[") {
@@ -328,8 +329,8 @@ func parseContainers(s string) ([]*Container, error) {
 	return out, nil
 }
 
-// parseContainer decodes the container= JSON (any row of api.md's table;
-// resolve decides what to do with it).
+// parseContainer decodes the container= JSON (any form docs/openapi.yaml
+// gives for the container parameter; resolve decides what to do with it).
 func parseContainer(s string) (*Container, error) {
 	if len(s) > maxContainerLen {
 		return nil, badRequest("container reference is longer than %d bytes", maxContainerLen)

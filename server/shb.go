@@ -44,7 +44,7 @@ func describer(req *captureRequest, tgs []capture.TargetInfo) func(capture.Inter
 }
 
 // targetMarker starts the capture target block of an SHB comment; csharg
-// finds the block by these two lines and replaces it (clients.md).
+// finds the block by these two lines and replaces it (docs/pcapng.md, "Why").
 const targetMarker = "---\n# capture target information\n"
 
 // targetInfo is the capture target block of the SHB comment. Its fields,

@@ -182,8 +182,8 @@ func Test_targetComment(t *testing.T) {
 	}
 }
 
-// cshargTargetEnd is csharg's end of a target block, as clients.md and
-// its editor describe it: the next "---" line.
+// cshargTargetEnd is csharg's end of a target block, as docs/pcapng.md
+// ("Why") and its editor describe it: the next "---" line.
 var cshargTargetEnd = regexp.MustCompile(`\n---($|\n)`)
 
 // cshargEdit applies csharg's rule for the first SHB comment: remove the
