@@ -314,11 +314,7 @@ func OpenContext(ctx context.Context, cfg Config) (*Session, error) {
 	for i, t := range tgs {
 		ifaces, rings, err := s.openRings(i, t.NetNS, sels[i])
 		if err != nil {
-			for _, r := range s.rings {
-				r.close()
-			}
-			s.rings = nil
-			s.closeAll()
+			s.closeAll() // also the rings of the targets before this one
 			return nil, err
 		}
 		s.ifaces = append(s.ifaces, ifaces...)
@@ -646,8 +642,9 @@ type reader struct {
 	pl   *poller
 	sink Sink
 
-	active []*readerRing
-	gone   error // why the first interface left the set
+	active    []*readerRing
+	gone      error // why the first interface left the set
+	endedSeen int   // how many of Session.ended takeOffers has applied
 
 	mu      sync.Mutex // guards pending and ended
 	pending []*readerRing
@@ -689,26 +686,6 @@ func (rd *reader) takeOffers() error {
 	rd.pending = nil
 	rd.offered.Store(false)
 	rd.mu.Unlock()
-	rd.s.mu.Lock()
-	ended := maps.Clone(rd.s.ended)
-	rd.s.mu.Unlock()
-	if len(ended) > 0 {
-		for k := len(rd.active) - 1; k >= 0; k-- {
-			if err, ok := ended[rd.active[k].ifc.Target]; ok {
-				rd.drop(k, err)
-			}
-		}
-		offers = slices.DeleteFunc(offers, func(rr *readerRing) bool {
-			err, ok := ended[rr.ifc.Target]
-			if ok {
-				// Announced all the same: the final counters of every
-				// interface of the session follow an IDB (see end).
-				_ = rd.sink.AddInterface(rr.p.Interface, rr.ifc)
-				rd.s.finish(rr.p.Interface, rr.r, err)
-			}
-			return ok
-		})
-	}
 	for k, rr := range offers {
 		if err := rd.sink.AddInterface(rr.p.Interface, rr.ifc); err != nil {
 			for _, o := range offers[k:] {
@@ -721,6 +698,22 @@ func (rd *reader) takeOffers() error {
 			continue // the capture goes on without it, as when opening fails
 		}
 		rd.active = append(rd.active, rr)
+	}
+	// After the offers: an interface of an ended target that was offered
+	// meanwhile is announced, then dropped like the others, so that its
+	// final counters follow an IDB as every interface's do (see end).
+	// Looked at only when something changed: nothing to clone on the
+	// reader's every quiet moment.
+	rd.s.mu.Lock()
+	var ended map[int]error
+	if len(rd.s.ended) > rd.endedSeen || (len(offers) > 0 && len(rd.s.ended) > 0) {
+		ended, rd.endedSeen = maps.Clone(rd.s.ended), len(rd.s.ended)
+	}
+	rd.s.mu.Unlock()
+	for k := len(rd.active) - 1; k >= 0 && len(ended) > 0; k-- {
+		if err, ok := ended[rd.active[k].ifc.Target]; ok {
+			rd.drop(k, err)
+		}
 	}
 	return nil
 }

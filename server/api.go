@@ -103,11 +103,7 @@ func (s *Server) captures() []CaptureInfo {
 		}
 		refs := ss.req.targets()
 		for i, tg := range ss.cs.Targets() {
-			ti := TargetInfo{NetNS: tg.NetNS, Name: tg.Name, Type: "netns"}
-			if c := refs[i].Container; c != nil && c.Type != "" {
-				ti.Type = c.Type
-			}
-			ci.Targets = append(ci.Targets, ti)
+			ci.Targets = append(ci.Targets, TargetInfo{NetNS: tg.NetNS, Name: tg.Name, Type: refs[i].kind()})
 		}
 		ifaces, stats := ss.cs.Interfaces(), ss.cs.Stats()
 		for i, f := range ifaces {

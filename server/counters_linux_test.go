@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,27 +76,14 @@ func apiCounters(t *testing.T, ts string) (id string, c ifCounters, ok bool) {
 func TestIntegrationStalledClientCounters(t *testing.T) {
 	h := newHosts(t, false)
 	_, ts := startServer(t)
-	mac := strings.Fields(h.b.IP("-br", "link", "show", "dev", "eth0"))[2]
-	h.a.IP("neigh", "replace", "198.18.1.2", "lladdr", mac, "dev", "eth0", "nud", "permanent")
+	h.staticNeighbour()
 
 	var sc *stallConn
 	rc := dialReading(t, ts, url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}},
 		func(c net.Conn) net.Conn { sc = &stallConn{Conn: c}; return sc })
 	sc.stall()
 
-	fctx, stopFlood := context.WithCancel(context.Background())
-	var sent atomic.Int64
-	var fwg sync.WaitGroup
-	ua := h.a.UDP("198.18.1.1:4000")
-	dst := &net.UDPAddr{IP: net.IPv4(198, 18, 1, 2), Port: 4000}
-	fwg.Go(func() {
-		for i := 0; fctx.Err() == nil; i++ {
-			if _, err := ua.WriteToUDP(payload('S', i), dst); err == nil {
-				sent.Add(1)
-			}
-		}
-	})
-	defer func() { stopFlood(); fwg.Wait() }()
+	fl := h.flood(t, 'S')
 
 	// Stalled: the sender blocks on the socket, the reader on the send
 	// queue; the API must still show the kernel counting.
@@ -123,18 +109,17 @@ func TestIntegrationStalledClientCounters(t *testing.T) {
 		}
 	}
 	t.Logf("stalled: %+v, later %+v", first, later)
-	stopFlood()
-	fwg.Wait()
+	fl.stop()
 	sc.unstall()
 
 	var id string
 	var end ifCounters
 	waitUntil(t, "everything accounted for in the API", func() bool {
 		id, end, _ = apiCounters(t, ts.URL)
-		return end.pending == 0 && end.received == uint64(sent.Load())
+		return end.pending == 0 && end.received == uint64(fl.sent.Load())
 	})
 	if end.received != end.delivered+end.dropped || end.dropped != end.kdropped+end.skipped {
-		t.Fatalf("API counters at the end: %+v (sent %d)", end, sent.Load())
+		t.Fatalf("API counters at the end: %+v (sent %d)", end, fl.sent.Load())
 	}
 	if code, body := getJSON(t, "DELETE", ts.URL+"/api/v1/captures/"+id, nil); code != 200 {
 		t.Fatalf("DELETE: %d %v", code, body)
@@ -146,10 +131,10 @@ func TestIntegrationStalledClientCounters(t *testing.T) {
 	data := rc.bytes()
 	s := parse(t, data)
 	st := s.isbs[0].Stats
-	t.Logf("sent %d; API %+v; ISB received %d delivered %d dropped %d; %d EPBs", sent.Load(), end, st.Received, st.Delivered, st.Dropped, len(s.pkts))
-	if st.Received != st.Delivered+st.Dropped || st.Received != uint64(sent.Load()) || uint64(len(s.pkts)) != st.Delivered ||
+	t.Logf("sent %d; API %+v; ISB received %d delivered %d dropped %d; %d EPBs", fl.sent.Load(), end, st.Received, st.Delivered, st.Dropped, len(s.pkts))
+	if st.Received != st.Delivered+st.Dropped || st.Received != uint64(fl.sent.Load()) || uint64(len(s.pkts)) != st.Delivered ||
 		st.Delivered < end.delivered || st.Dropped == 0 {
-		t.Fatalf("ISB %+v, %d EPBs, sent %d, API at the end %+v", *st, len(s.pkts), sent.Load(), end)
+		t.Fatalf("ISB %+v, %d EPBs, sent %d, API at the end %+v", *st, len(s.pkts), fl.sent.Load(), end)
 	}
 }
 
@@ -211,8 +196,7 @@ func TestIntegrationCookedTshark(t *testing.T) {
 func TestIntegrationStopStalledClient(t *testing.T) {
 	h := newHosts(t, false)
 	_, ts := startServer(t)
-	mac := strings.Fields(h.b.IP("-br", "link", "show", "dev", "eth0"))[2]
-	h.a.IP("neigh", "replace", "198.18.1.2", "lladdr", mac, "dev", "eth0", "nud", "permanent")
+	h.staticNeighbour()
 
 	var sc *stallConn
 	rc := dialReading(t, ts, url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}},
@@ -220,16 +204,7 @@ func TestIntegrationStopStalledClient(t *testing.T) {
 	sc.stall()
 	defer sc.unstall()
 
-	fctx, stopFlood := context.WithCancel(context.Background())
-	var fwg sync.WaitGroup
-	ua := h.a.UDP("198.18.1.1:4000")
-	dst := &net.UDPAddr{IP: net.IPv4(198, 18, 1, 2), Port: 4000}
-	fwg.Go(func() {
-		for i := 0; fctx.Err() == nil; i++ {
-			_, _ = ua.WriteToUDP(payload('T', i), dst)
-		}
-	})
-	defer func() { stopFlood(); fwg.Wait() }()
+	h.flood(t, 'T')
 
 	// The reader is blocked in its write once the kernel drops: nothing
 	// is read from the ring any more.

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -363,4 +364,35 @@ func dialReading(t *testing.T, ts *httptest.Server, u url.Values, wrap func(net.
 	}()
 	waitUntil(t, "stream header", func() bool { rc.mu.Lock(); defer rc.mu.Unlock(); return len(rc.data) > 0 })
 	return rc
+}
+
+// staticNeighbour makes b's eth0 address a permanent neighbour of a: a
+// flood needs no ARP, and ARP stays out of exact counts.
+func (h hosts) staticNeighbour() {
+	mac := strings.Fields(h.b.IP("-br", "link", "show", "dev", "eth0"))[2]
+	h.a.IP("neigh", "replace", "198.18.1.2", "lladdr", mac, "dev", "eth0", "nud", "permanent")
+}
+
+// udpFlood sends tagged datagrams from a to b (198.18.1.2:4000) as fast
+// as it can until stop, which the test's cleanup calls too.
+type udpFlood struct {
+	sent atomic.Int64 // datagrams the kernel took
+	stop func()
+}
+
+func (h hosts) flood(t *testing.T, tag byte) *udpFlood {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	f := &udpFlood{stop: func() { cancel(); wg.Wait() }}
+	ua := h.a.UDP("198.18.1.1:4000")
+	dst := &net.UDPAddr{IP: net.IPv4(198, 18, 1, 2), Port: 4000}
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			if _, err := ua.WriteToUDP(payload(tag, i), dst); err == nil {
+				f.sent.Add(1)
+			}
+		}
+	})
+	t.Cleanup(f.stop)
+	return f
 }

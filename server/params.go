@@ -124,6 +124,14 @@ func (t targetRef) name(ino uint64) string {
 	return fmt.Sprintf("netns:%d", ino)
 }
 
+// kind is the target's type: the reference's, or netns.
+func (t targetRef) kind() string {
+	if t.Container != nil && t.Container.Type != "" {
+		return t.Container.Type
+	}
+	return "netns"
+}
+
 // captureRequest is a parsed /capture request.
 type captureRequest struct {
 	NetNS      uint64

@@ -153,8 +153,7 @@ func (c *slowConn) Read(b []byte) (int, error) {
 func TestIntegrationSlowClientBounded(t *testing.T) {
 	h := newHosts(t, false)
 	_, ts := startServer(t)
-	mac := strings.Fields(h.b.IP("-br", "link", "show", "dev", "eth0"))[2]
-	h.a.IP("neigh", "replace", "198.18.1.2", "lladdr", mac, "dev", "eth0", "nud", "permanent")
+	h.staticNeighbour()
 
 	var sc *slowConn
 	rc := dialReading(t, ts, url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}},

@@ -65,9 +65,7 @@ func TestIntegrationShutdown(t *testing.T) {
 func TestIntegrationSlowClientDropsCounted(t *testing.T) {
 	h := newHosts(t, false)
 	_, ts := startServer(t)
-	// A static neighbour keeps ARP out of the count.
-	mac := strings.Fields(h.b.IP("-br", "link", "show", "dev", "eth0"))[2]
-	h.a.IP("neigh", "replace", "198.18.1.2", "lladdr", mac, "dev", "eth0", "nud", "permanent")
+	h.staticNeighbour() // keeps ARP out of the count
 
 	u := url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}}
 	wsURL := "ws" + strings.TrimPrefix(ts.URL, "http") + "/capture?" + u.Encode()

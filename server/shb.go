@@ -78,63 +78,38 @@ type clusterInfo struct {
 // their types (one type when all share it), so that csharg's editing rule
 // still finds and replaces exactly this block (docs/pcapng.md).
 func targetComment(req *captureRequest, tgs []capture.TargetInfo, node string) string {
+	ti := targetInfo{NodeName: node, CaptureFilter: req.Filter, NoPromiscuous: req.Chaste}
 	if len(tgs) > 1 {
-		return multiTargetComment(req, tgs, node)
-	}
-	netns := tgs[0].NetNS
-	ti := targetInfo{
-		ContainerName: fmt.Sprintf("netns:%d", netns),
-		ContainerType: "netns",
-		NodeName:      node,
-		CaptureFilter: req.Filter,
-		NoPromiscuous: req.Chaste,
-	}
-	if c := req.Container; c != nil {
-		if c.Name != "" {
-			ti.ContainerName = c.Name
+		refs := req.targets()
+		var names, types []string
+		for i, t := range tgs {
+			names = append(names, t.Name)
+			if typ := refs[i].kind(); !slices.Contains(types, typ) {
+				types = append(types, typ)
+			}
 		}
-		if c.Type != "" {
-			ti.ContainerType = c.Type
-		}
-		if c.NodeName != "" {
-			ti.NodeName = c.NodeName
-		}
-		if c.Cluster != nil {
-			ti.Cluster = &clusterInfo{UID: c.Cluster.UID}
+		ti.ContainerName, ti.ContainerType = strings.Join(names, ", "), strings.Join(types, ", ")
+	} else {
+		ti.ContainerName, ti.ContainerType = fmt.Sprintf("netns:%d", tgs[0].NetNS), "netns"
+		if c := req.Container; c != nil {
+			if c.Name != "" {
+				ti.ContainerName = c.Name
+			}
+			if c.Type != "" {
+				ti.ContainerType = c.Type
+			}
+			if c.NodeName != "" {
+				ti.NodeName = c.NodeName
+			}
+			if c.Cluster != nil {
+				ti.Cluster = &clusterInfo{UID: c.Cluster.UID}
+			}
 		}
 	}
 	y, err := yaml.Marshal(ti)
 	if err != nil {
 		// Strings and a bool cannot fail to marshal; should yaml.v3 ever
 		// disagree, the marker alone still tells csharg what to replace.
-		return targetMarker
-	}
-	return targetMarker + string(y)
-}
-
-// multiTargetComment is targetComment for several targets.
-func multiTargetComment(req *captureRequest, tgs []capture.TargetInfo, node string) string {
-	refs := req.targets()
-	var names, types []string
-	for i, t := range tgs {
-		names = append(names, t.Name)
-		typ := "netns"
-		if c := refs[i].Container; c != nil && c.Type != "" {
-			typ = c.Type
-		}
-		if !slices.Contains(types, typ) {
-			types = append(types, typ)
-		}
-	}
-	ti := targetInfo{
-		ContainerName: strings.Join(names, ", "),
-		ContainerType: strings.Join(types, ", "),
-		NodeName:      node,
-		CaptureFilter: req.Filter,
-		NoPromiscuous: req.Chaste,
-	}
-	y, err := yaml.Marshal(ti)
-	if err != nil {
 		return targetMarker
 	}
 	return targetMarker + string(y)
