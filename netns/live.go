@@ -41,29 +41,55 @@ type Holder struct {
 // LiveHolders is LiveInodes, one scan of proc, with what holds each
 // namespace.
 func (f *Finder) LiveHolders() (map[uint64]Holder, error) {
-	proc := f.Proc()
 	live := map[uint64]Holder{}
-	for _, pid := range []string{"self", "1"} {
-		for _, m := range netMounts(filepath.Join(proc, pid, "mountinfo"), "") {
-			h := live[m.Ino]
-			h.Mounted = true
-			live[m.Ino] = h
-		}
-	}
-	pids, err := ListPIDs(proc)
-	if err != nil {
-		return nil, err
-	}
-	add := func(path string, pid int) {
-		ino, err := LinkInode(path)
-		if err != nil {
-			return
-		}
+	err := f.scanLive(func(ino uint64, _ string, pid int, mounted bool) {
 		h := live[ino]
+		h.Mounted = h.Mounted || mounted
 		if pid != 0 && (h.PID == 0 || pid < h.PID) {
 			h.PID = pid
 		}
 		live[ino] = h
+	})
+	if err != nil {
+		return nil, err
+	}
+	return live, nil
+}
+
+// livePaths returns one path to open for every network namespace that
+// LiveInodes sees.
+func (f *Finder) livePaths() (map[uint64]string, error) {
+	paths := map[uint64]string{}
+	err := f.scanLive(func(ino uint64, path string, _ int, _ bool) {
+		if _, ok := paths[ino]; !ok {
+			paths[ino] = path
+		}
+	})
+	return paths, err
+}
+
+// scanLive calls fn for every nsfs bind mount (ours, then PID 1's) and
+// every process's and thread's netns link, with a path that opens it; pid
+// is the process whose main thread is in it, or 0.
+func (f *Finder) scanLive(fn func(ino uint64, path string, pid int, mounted bool)) error {
+	proc := f.Proc()
+	for _, pid := range []string{"self", "1"} {
+		for _, m := range netMounts(filepath.Join(proc, pid, "mountinfo"), "") {
+			path := m.Point
+			if pid != "self" {
+				path = filepath.Join(proc, pid, "root", m.Point)
+			}
+			fn(m.Ino, path, 0, true)
+		}
+	}
+	pids, err := ListPIDs(proc)
+	if err != nil {
+		return err
+	}
+	add := func(path string, pid int) {
+		if ino, err := LinkInode(path); err == nil {
+			fn(ino, path, pid, false)
+		}
 	}
 	for _, pid := range pids {
 		n, _ := strconv.Atoi(pid)
@@ -77,7 +103,7 @@ func (f *Finder) LiveHolders() (map[uint64]Holder, error) {
 			}
 		}
 	}
-	return live, nil
+	return nil
 }
 
 // LinkInode returns the inode of the network namespace that a

@@ -356,16 +356,21 @@ func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Sessio
 		if slices.ContainsFunc(tgs[:len(tgs)-1], func(t capture.Target) bool { return t.NetNS.ID() == ns.ID() }) {
 			return nil, badRequest("%s is netns %d, which another target of the request names too", ref.name(ns.Inode()), ns.Inode())
 		}
-		if s.cfg.DenyHostNetNS {
-			self, err := s.cfg.Finder.Self()
-			if err != nil {
-				return nil, err
-			}
-			same := self.ID() == ns.ID()
-			self.Close()
-			if same {
-				return nil, errHostNetNS
-			}
+	}
+	if req.Peer {
+		var err error
+		if tgs, err = s.withPeers(ctx, req, tgs); err != nil {
+			return nil, err
+		}
+	}
+	if s.cfg.DenyHostNetNS {
+		self, err := s.cfg.Finder.Self()
+		if err != nil {
+			return nil, err
+		}
+		defer self.Close()
+		if slices.ContainsFunc(tgs, func(t capture.Target) bool { return t.NetNS.ID() == self.ID() }) {
+			return nil, errHostNetNS
 		}
 	}
 	ring := s.cfg.Ring

@@ -517,3 +517,84 @@ func TestIntegrationSeveralTargets(t *testing.T) {
 	}
 	checkWireshark(t, data, want, 4*n)
 }
+
+// peer=1 on one end of a veth captures its other end too, in the netns it
+// lives in, named as discovery names that netns; a peer in the same netns
+// joins the same target; a peer nobody can reach is an error naming the
+// interface.
+func TestIntegrationPeer(t *testing.T) {
+	line := testns.Line(t, 3)
+	_, ts := startServer(t)
+	const n = 40
+	q := url.Values{"netns": {fmt.Sprint(line[1].Inode)}, "nif": {"eth1"}, "peer": {"1"}, "filter": {"udp"}, "count": {fmt.Sprint(2 * n)}}
+	resp, err := http.Get(ts.URL + "/capture.pcapng?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	u := line[0].UDP("198.18.1.1:4000")
+	for i := range n {
+		if _, err := u.WriteToUDP(payload('P', i), &net.UDPAddr{IP: net.IPv4(198, 18, 2, 2), Port: 4000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := parse(t, data)
+	want := []string{fmt.Sprintf("netns:%d/eth1", line[1].Inode), line[2].Name + "/eth0"}
+	var names []string
+	for _, f := range s.ifaces {
+		names = append(names, f.Name)
+	}
+	if !slices.Equal(names, want) {
+		t.Fatalf("IDB names %q, want %q", names, want)
+	}
+	per := map[uint32]int{}
+	for _, b := range s.pkts {
+		per[b.Packet.InterfaceID]++
+	}
+	if per[0] != n || per[1] != n {
+		t.Fatalf("packets per interface %v, want %d on both ends", per, n)
+	}
+	if c := s.section.Comment; !strings.Contains(c, line[2].Name) {
+		t.Errorf("SHB comment does not list the peer's target:\n%s", c)
+	}
+	checkWireshark(t, data, want, 2*n)
+
+	// Both ends in one netns: one target, plain names.
+	one := testns.New(t)
+	one.VethPairs(1)
+	resp, err = http.Get(ts.URL + "/capture.pcapng?" + url.Values{"netns": {fmt.Sprint(one.Inode)}, "nif": {"vb0"}, "peer": {"1"}, "duration": {"100ms"}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	names = nil
+	for _, f := range parse(t, data).ifaces {
+		names = append(names, f.Name)
+	}
+	if !slices.Equal(names, []string{"vb0", "va0"}) {
+		t.Errorf("peer in the same netns: IDB names %q, want [vb0 va0]", names)
+	}
+
+	// A peer whose netns only an fd holds cannot be found.
+	line[2].Open()
+	line[2].Delete()
+	resp, err = http.Get(ts.URL + "/capture.pcapng?" + url.Values{"netns": {fmt.Sprint(line[1].Inode)}, "nif": {"eth1"}, "peer": {"1"}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "eth1") || !strings.Contains(string(b), "peer") {
+		t.Errorf("unreachable peer: %d %q, want 400 naming eth1's peer", resp.StatusCode, b)
+	}
+	t.Logf("unreachable peer: %d %s", resp.StatusCode, b)
+}

@@ -41,6 +41,8 @@ const (
 	hdrNif       = "Clustershark-Nif"
 	hdrFilter    = "Clustershark-Filter"
 	hdrChaste    = "Clustershark-Chaste"
+	// hdrPeer is ours (peer=); csharg sends no such thing.
+	hdrPeer = "Packetflix-Peer"
 )
 
 // Container is the capture target reference of the container= parameter
@@ -139,10 +141,14 @@ type captureRequest struct {
 	Interfaces []string   // nil: all
 	NifGiven   bool       // Interfaces came from nif=, which beats discovery
 	// More holds the targets after the first when the request names
-	// several: netns= repeated, or container= a JSON array.
-	More    []targetRef
-	Filter  string
-	Chaste  bool
+	// several: netns= repeated, or container= a JSON array; with peer=1,
+	// open adds the netns that veth peers bring (withPeers).
+	More   []targetRef
+	Filter string
+	Chaste bool
+	// Peer (peer=1) adds the other end of every selected veth interface,
+	// wherever it lives (withPeers).
+	Peer    bool
 	Snaplen int
 	// Buffer is the kernel ring size per interface the client asked for
 	// (buffer=, in MiB as dumpcap's -B), in bytes; 0: the service's
@@ -266,6 +272,15 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 		req.Filter = strings.TrimSpace(f)
 	}
 	_, req.Chaste = param(r, "chaste", hdrChaste)
+	if v, ok := param(r, "peer", hdrPeer); ok {
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "1", "true", "yes", "":
+			req.Peer = true
+		case "0", "false", "no":
+		default:
+			return nil, badRequest("peer must be 1 or 0, got %q", clip(v, 24))
+		}
+	}
 
 	if s := q.Get("snaplen"); q.Has("snaplen") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
