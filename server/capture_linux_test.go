@@ -598,3 +598,82 @@ func TestIntegrationPeer(t *testing.T) {
 	}
 	t.Logf("unreachable peer: %d %s", resp.StatusCode, b)
 }
+
+// Ten netns= targets, all interfaces each, in one stream: a datagram from
+// one end of the line to the other appears once on each of the 18
+// interfaces it crosses, in timestamp order, under TARGET/IFNAME names
+// that tshark shows.
+func TestIntegrationTenTargets(t *testing.T) {
+	const n, count = 10, 20
+	line := testns.Line(t, n)
+	// Resolve the neighbours along the line before the capture: a
+	// datagram waiting for ARP at a hop is held, and beyond a small queue
+	// dropped.
+	sink := line[n-1].UDP(fmt.Sprintf("198.18.%d.2:4000", n-1))
+	u := line[0].UDP("198.18.1.1:4000")
+	dst := sink.LocalAddr().(*net.UDPAddr)
+	if _, err := u.WriteToUDP(payload('W', 0), dst); err != nil {
+		t.Fatal(err)
+	}
+	_ = sink.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, _, err := sink.ReadFromUDP(make([]byte, 2048)); err != nil {
+		t.Fatalf("the first datagram did not cross the line: %v", err)
+	}
+
+	_, ts := startServer(t)
+	q := url.Values{"filter": {"udp"}, "count": {fmt.Sprint(count * 2 * (n - 1))}}
+	var want []string // IDB names: each target's interfaces in ifindex order
+	for i, x := range line {
+		q.Add("netns", fmt.Sprint(x.Inode))
+		want = append(want, fmt.Sprintf("netns:%d/lo", x.Inode))
+		if i > 0 {
+			want = append(want, fmt.Sprintf("netns:%d/eth0", x.Inode))
+		}
+		if i < n-1 {
+			want = append(want, fmt.Sprintf("netns:%d/eth1", x.Inode))
+		}
+	}
+	resp, err := http.Get(ts.URL + "/capture.pcapng?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	for i := range count {
+		if _, err := u.WriteToUDP(payload('X', i), dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := parse(t, data)
+	var names []string
+	for _, f := range s.ifaces {
+		names = append(names, f.Name)
+	}
+	if !slices.Equal(names, want) {
+		t.Fatalf("IDB names %q, want %q", names, want)
+	}
+	per := map[string]int{}
+	for i, b := range s.pkts {
+		per[names[b.Packet.InterfaceID]]++
+		if i > 0 && b.Packet.Timestamp < s.pkts[i-1].Packet.Timestamp {
+			t.Fatalf("packet %d older than packet %d", i, i-1)
+		}
+	}
+	for _, name := range want {
+		exp := count
+		if strings.HasSuffix(name, "/lo") {
+			exp = 0
+		}
+		if per[name] != exp {
+			t.Fatalf("packets per interface %v, want %d on each eth", per, count)
+		}
+	}
+	checkWireshark(t, data, want, count*2*(n-1))
+}
