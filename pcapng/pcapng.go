@@ -57,6 +57,7 @@ type Interface struct {
 	Description string // if_description
 	Filter      string // if_filter as a libpcap filter expression
 	OS          string // if_os
+	Comment     string // opt_comment: the first of the IDB's comments
 
 	// TSResol is the raw if_tsresol byte, set only by Reader: 6 when the
 	// option is absent, as the spec says. AppendIDB ignores it and always

@@ -263,6 +263,9 @@ func (r *Reader) parseIDB(order binary.ByteOrder, body []byte) (*Block, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(b.Comments) > 0 {
+		ifc.Comment = b.Comments[0]
+	}
 	r.ifaces = append(r.ifaces, ifc)
 	b.Interface = &ifc
 	return b, nil

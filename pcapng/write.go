@@ -53,6 +53,7 @@ func AppendIDB(b []byte, ifc Interface) []byte {
 		b = appendPad(b, 1+len(f))
 	}
 	b = appendStringOpt(b, optIfOS, ifc.OS)
+	b = appendStringOpt(b, optComment, ifc.Comment)
 	return endBlock(b, start, true)
 }
 

@@ -222,3 +222,21 @@ func TestLongOption(t *testing.T) {
 		t.Errorf("filter cut to %d bytes (valid UTF-8 %v), want 65533", len(f), utf8.ValidString(f))
 	}
 }
+
+func TestIDBComment(t *testing.T) {
+	b := AppendSHB(nil, SectionInfo{})
+	b = AppendIDB(b, Interface{LinkType: LinkTypeEthernet, Name: "lo", Comment: "left out: our own TCP"})
+	r := NewReader(bytes.NewReader(b))
+	for {
+		blk, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if blk.Interface != nil {
+			if blk.Interface.Comment != "left out: our own TCP" || blk.Interface.Name != "lo" {
+				t.Fatalf("read back %+v", blk.Interface)
+			}
+			return
+		}
+	}
+}
