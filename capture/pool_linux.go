@@ -186,9 +186,8 @@ var dropAll = []unix.SockFilter{{Code: 0x06 /* BPF_RET|BPF_K */, K: 0}}
 // over the partly filled block within two block timeouts, and every block
 // is returned unread. (reuse also skips any packet older than itself.)
 func (r *ring) idle(ifindex int, promisc bool) error {
-	fprog := unix.SockFprog{Len: uint16(len(dropAll)), Filter: &dropAll[0]}
-	if err := unix.SetsockoptSockFprog(r.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
-		return fmt.Errorf("attach drop-all filter: %w", err)
+	if err := r.setFilter(dropAll); err != nil {
+		return fmt.Errorf("drop-all: %w", err)
 	}
 	if promisc {
 		mreq := unix.PacketMreq{Ifindex: int32(ifindex), Type: unix.PACKET_MR_PROMISC}
@@ -216,9 +215,8 @@ func (r *ring) idle(ifindex int, promisc bool) error {
 // netns it was made in, so no setns is needed.
 func (r *ring) reuse(ifindex int, prog []unix.SockFilter, promisc bool) error {
 	r.notBefore = time.Now().UnixNano()
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	if err := unix.SetsockoptSockFprog(r.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
-		return fmt.Errorf("%s: attach filter: %w", OpSetFilter, err)
+	if err := r.setFilter(prog); err != nil {
+		return err
 	}
 	if err := unix.Bind(r.fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
 		return fmt.Errorf("bind: %w", err)

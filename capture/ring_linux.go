@@ -102,6 +102,13 @@ type ring struct {
 	cooked     bool
 	cookedSnap int
 
+	// The ring's filter is the user's program (for filterType) behind
+	// the exclusion prefix of generation exclGen (Config.Exclude); the
+	// reader attaches a new one when the target's generation moves on.
+	filterType uint16
+	userProg   []unix.SockFilter
+	exclGen    uint64
+
 	tov time.Duration // the block timeout
 	c   cursor        // the reader's place in the current block
 	// notBefore (Unix ns) makes a reused ring skip packets captured before
@@ -132,9 +139,8 @@ func openRing(ifindex int, sockType int, prog []unix.SockFilter, ignoreOutgoing,
 			r.close()
 		}
 	}()
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
-		return nil, fmt.Errorf("%s: attach filter: %w", OpSetFilter, err)
+	if err := r.setFilter(prog); err != nil {
+		return nil, err
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V3); err != nil {
 		return nil, fmt.Errorf("set TPACKET_V3: %w", err)
@@ -466,4 +472,15 @@ func makeStats(received, kdrops, delivered, skipped, bytes uint64) Stats {
 		st.Pending = received - settled
 	}
 	return st
+}
+
+// setFilter replaces the ring's filter. The kernel swaps the program in
+// one step (sk_attach_filter): every packet meets either the old one or
+// the new one.
+func (r *ring) setFilter(prog []unix.SockFilter) error {
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if err := unix.SetsockoptSockFprog(r.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
+		return fmt.Errorf("%s: attach filter: %w", OpSetFilter, err)
+	}
+	return nil
 }

@@ -61,6 +61,12 @@ type Config struct {
 	// per interface), enforced like MaxInterfaces; 0 means no cap. Over
 	// it, Open fails with ErrSessionRingMemory.
 	MaxRingMemory int64
+	// Exclude, if set, names TCP traffic to leave out in each target's
+	// netns (the service's own connections), in the kernel, before the
+	// filter; when it changes, the rings of that netns get the new program
+	// in one step (SO_ATTACH_FILTER swaps it atomically), so no other
+	// packet is lost or doubled.
+	Exclude Exclusions
 	// Budget, if set, is charged for every ring this capture opens, until
 	// the ring is closed (also when that happens in Pool, later); when it
 	// has not enough left even after Pool gave back its idle rings, Open
@@ -200,6 +206,8 @@ type Session struct {
 	// reader, which drops their interfaces.
 	ended map[int]error
 	rd    *reader
+	// exclChanges counts changes of any target's exclusions.
+	exclChanges uint64
 }
 
 // EndTarget stops capturing target ti, as when all its interfaces vanish:
@@ -237,6 +245,11 @@ type target struct {
 	// link monitor, to take in interfaces created later.
 	ns  *netns.NetNS
 	mon *monitor
+	// What Config.Exclude leaves out here, and its generation (each
+	// change adds one); under Session.mu.
+	excl    []TCPPair
+	exclGen uint64
+	exclCh  <-chan struct{}
 }
 
 // TargetInfo describes one captured namespace.
@@ -296,6 +309,9 @@ func OpenContext(ctx context.Context, cfg Config) (*Session, error) {
 	total := 0
 	for i, t := range tgs {
 		tg := &target{name: t.Name, ino: t.NetNS.Inode(), id: t.NetNS.ID()}
+		if cfg.Exclude != nil {
+			tg.excl, tg.exclCh = cfg.Exclude.In(tg.ino)
+		}
 		s.targets = append(s.targets, tg)
 		var err error
 		if sels[i], err = s.listTarget(tg, t); err != nil {
@@ -400,33 +416,45 @@ func (s *Session) openRings(ti int, ns *netns.NetNS, sel []link) ([]Interface, [
 		prog []unix.SockFilter
 		key  poolKey
 		lm   linkMode
+		// progOf records the ring's programs for later exclusion changes.
+		progOf func(*ring)
 	}
 	var todo []fresh
+	s.mu.Lock()
+	excl, gen := tg.excl, tg.exclGen
+	s.mu.Unlock()
 	for i, l := range sel {
 		lm := linkTypeFor(l.hatype)
 		lt, st := lm.filterType, lm.sockType
 		ifaces[i] = Interface{Name: l.name, Index: l.index, Target: ti, NetNS: tg.ino, LinkType: lm.linkType, Snaplen: s.cfg.Snaplen, Filter: s.cfg.Filter}
-		prog, ok := s.progs[lt]
+		user, ok := s.progs[lt]
 		if !ok {
 			var err error
 			// Another link type than Open compiled for: not cancelled with
 			// the request, but bounded by the compile budget all the same.
-			if prog, err = compileFilter(context.Background(), lt, s.cfg.Snaplen, s.cfg.Filter); err != nil {
+			if user, err = compileFilter(context.Background(), lt, s.cfg.Snaplen, s.cfg.Filter); err != nil {
 				errs[i] = &OpError{Op: OpSetFilter, NetNS: tg.ino, Interface: l.name, Err: err}
 				continue
 			}
 		}
+		prog, err := excludeProgram(lt, excl, user)
+		if err != nil {
+			errs[i] = &OpError{Op: OpSetFilter, NetNS: tg.ino, Interface: l.name, Err: err}
+			continue
+		}
+		progOf := func(r *ring) { r.filterType, r.userProg, r.exclGen = lt, user, gen }
 		key := poolKey{netns: tg.id, ifindex: l.index, name: l.name, hatype: l.hatype, sockType: st, ring: s.cfg.Ring}
 		if r := s.cfg.Pool.take(key); r != nil {
 			if err := r.reuse(l.index, prog, s.cfg.Promiscuous); err == nil {
 				r.promisc = s.cfg.Promiscuous
 				r.cooked, r.cookedSnap = lm.cooked, cookedSnap(s.cfg.Snaplen)
+				progOf(r)
 				rings[i] = r
 				continue
 			}
 			r.close() // e.g. the interface is gone: open afresh, or fail there
 		}
-		todo = append(todo, fresh{i, l, st, prog, key, lm})
+		todo = append(todo, fresh{i, l, st, prog, key, lm, progOf})
 	}
 	size := s.cfg.Ring.Size()
 	if err := errors.Join(errs...); err != nil {
@@ -454,6 +482,7 @@ func (s *Session) openRings(ti int, ns *netns.NetNS, sel []link) ([]Interface, [
 				}
 				r.key = f.key
 				r.cooked, r.cookedSnap = f.lm.cooked, cookedSnap(s.cfg.Snaplen)
+				f.progOf(r)
 				rings[f.i] = r
 				return nil
 			})
@@ -610,6 +639,12 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 			}
 		})
 	}
+	for _, t := range s.targets {
+		if t.exclCh == nil {
+			continue
+		}
+		wg.Go(func() { s.watchExclusions(ctx, t, rd) })
+	}
 	// The kernel counters are read here too, not only by the reader: a
 	// reader blocked in the Sink (a stalled client) reads nothing, and
 	// that is when the kernel counts drops.
@@ -643,8 +678,9 @@ type reader struct {
 	sink Sink
 
 	active    []*readerRing
-	gone      error // why the first interface left the set
-	endedSeen int   // how many of Session.ended takeOffers has applied
+	gone      error  // why the first interface left the set
+	endedSeen int    // how many of Session.ended takeOffers has applied
+	exclSeen  uint64 // Session.exclChanges when takeOffers last looked
 
 	mu      sync.Mutex // guards pending and ended
 	pending []*readerRing
@@ -709,13 +745,69 @@ func (rd *reader) takeOffers() error {
 	if len(rd.s.ended) > rd.endedSeen || (len(offers) > 0 && len(rd.s.ended) > 0) {
 		ended, rd.endedSeen = maps.Clone(rd.s.ended), len(rd.s.ended)
 	}
+	// A ring opened while the exclusions changed may carry the old ones.
+	var excl []exclusion
+	if rd.s.exclChanges != rd.exclSeen || (len(offers) > 0 && rd.s.cfg.Exclude != nil) {
+		rd.exclSeen = rd.s.exclChanges
+		excl = make([]exclusion, len(rd.s.targets))
+		for i, t := range rd.s.targets {
+			excl[i] = exclusion{t.excl, t.exclGen}
+		}
+	}
 	rd.s.mu.Unlock()
+	for _, rr := range rd.active {
+		if excl == nil {
+			break
+		}
+		e := excl[rr.ifc.Target]
+		if rr.r.exclGen == e.gen {
+			continue
+		}
+		prog, err := excludeProgram(rr.r.filterType, e.pairs, rr.r.userProg)
+		if err == nil {
+			err = rr.r.setFilter(prog)
+		}
+		if err != nil {
+			// The ring keeps its old program; the next change tries again.
+			continue
+		}
+		rr.r.exclGen = e.gen
+	}
 	for k := len(rd.active) - 1; k >= 0 && len(ended) > 0; k-- {
 		if err, ok := ended[rd.active[k].ifc.Target]; ok {
 			rd.drop(k, err)
 		}
 	}
 	return nil
+}
+
+// exclusion is one target's Config.Exclude pairs and their generation.
+type exclusion struct {
+	pairs []TCPPair
+	gen   uint64
+}
+
+// watchExclusions follows the changes of target t's exclusions until ctx
+// ends, and has the reader attach the new programs.
+func (s *Session) watchExclusions(ctx context.Context, t *target, rd *reader) {
+	for {
+		s.mu.Lock()
+		ch := t.exclCh
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		pairs, next := s.cfg.Exclude.In(t.ino)
+		s.mu.Lock()
+		t.excl, t.exclCh = pairs, next
+		t.exclGen++
+		s.exclChanges++
+		s.mu.Unlock()
+		rd.offered.Store(true)
+		rd.pl.wake()
+	}
 }
 
 // anyNew reports whether a ring without a packet at hand has a block

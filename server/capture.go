@@ -222,7 +222,7 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		return
 	}
 	ifaces := cs.Interfaces()
-	describe := describer(req, cs.Targets())
+	describe := describer(req, cs.Targets(), s.own.endpoints)
 	names := make([]string, len(ifaces))
 	for i, f := range ifaces {
 		names[i] = describe(f).Name
@@ -373,6 +373,10 @@ func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Sessio
 			return nil, errHostNetNS
 		}
 	}
+	var own capture.Exclusions
+	if !req.OwnInclude {
+		own = s.own
+	}
 	ring := s.cfg.Ring
 	if req.Buffer > 0 {
 		ring.NumBlocks = int(max(req.Buffer/int64(ring.BlockSize), 1))
@@ -387,6 +391,7 @@ func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Sessio
 		// shrinks to let a netns with many interfaces fit the cap.
 		FitRing: req.Buffer == 0,
 		Pool:    s.pool,
+		Exclude: own,
 
 		MaxInterfaces: max(s.cfg.MaxInterfacesPerSession, 0),
 		MaxRingMemory: max(s.cfg.MaxSessionRingMemory, 0),

@@ -51,6 +51,7 @@ func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 				_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(s.cfg.ClientTimeout.Milliseconds()))
 			})
 		}
+		s.own.learn(tc)
 	}
 	return context.WithValue(ctx, connKey{}, c)
 }

@@ -74,6 +74,12 @@ func dial(t *testing.T, ts *httptest.Server, q url.Values, h http.Header) *clien
 		t.Fatalf("dial %s: %v (resp %v)", u, err, resp)
 	}
 	c.SetReadLimit(4 << 20)
+	return collect(t, c)
+}
+
+// collect gathers the messages of an open capture connection in the
+// background until it closes.
+func collect(t *testing.T, c *websocket.Conn) *client {
 	cl := &client{t: t, c: c, done: make(chan struct{})}
 	go func() {
 		defer close(cl.done)

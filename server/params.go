@@ -43,6 +43,7 @@ const (
 	hdrChaste    = "Clustershark-Chaste"
 	// hdrPeer is ours (peer=); csharg sends no such thing.
 	hdrPeer = "Packetflix-Peer"
+	hdrOwn  = "Packetflix-Own"
 )
 
 // Container is the capture target reference of the container= parameter
@@ -148,8 +149,11 @@ type captureRequest struct {
 	Chaste bool
 	// Peer (peer=1) adds the other end of every selected veth interface,
 	// wherever it lives (withPeers).
-	Peer    bool
-	Snaplen int
+	Peer bool
+	// OwnInclude (own=include) keeps the service's own connections in a
+	// capture of a netns they pass through; by default they are left out.
+	OwnInclude bool
+	Snaplen    int
 	// Buffer is the kernel ring size per interface the client asked for
 	// (buffer=, in MiB as dumpcap's -B), in bytes; 0: the service's
 	// --ring-size.
@@ -282,6 +286,15 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 		}
 	}
 
+	if v, ok := param(r, "own", hdrOwn); ok {
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "include":
+			req.OwnInclude = true
+		case "exclude", "":
+		default:
+			return nil, badRequest("own must be include or exclude, got %q", clip(v, 24))
+		}
+	}
 	if s := q.Get("snaplen"); q.Has("snaplen") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 || n > capture.DefaultSnaplen {

@@ -148,6 +148,7 @@ type Server struct {
 	pool        *capture.Pool // nil: no ring reuse
 	budget      *capture.Budget
 	ready       readyCache
+	own         *ownConns // where clients reach us: captures leave it out
 }
 
 // New returns a Server.
@@ -199,7 +200,7 @@ func New(cfg Config) *Server {
 	if cfg.Discovery == nil {
 		cfg.Discovery = discovery.NewDiscoverer(discovery.DiscoverConfig{Finder: cfg.Finder, Log: cfg.Log.Named("discovery")})
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, mux: http.NewServeMux(), sessions: map[string]*liveSession{}}
+	s := &Server{cfg: cfg, log: cfg.Log, mux: http.NewServeMux(), sessions: map[string]*liveSession{}, own: newOwnConns()}
 	s.base, s.shutdown = context.WithCancel(context.Background())
 	s.hard, s.hardStop = context.WithCancel(context.Background())
 	s.started = time.Now()

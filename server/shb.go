@@ -31,7 +31,11 @@ func (s *Server) header(req *captureRequest, tgs []capture.TargetInfo, ifaces []
 // stream of several targets, if_name is TARGET/IFNAME, which stays unique
 // when two targets have an eth1 (a stream of one target keeps the plain
 // interface name, byte for byte as before).
-func describer(req *captureRequest, tgs []capture.TargetInfo) func(capture.Interface) pcapng.Interface {
+//
+// own gives the service's own endpoints in a netns, which the capture
+// leaves out unless the request said own=include; the IDB's comment then
+// says so (if_filter keeps the user's expression alone).
+func describer(req *captureRequest, tgs []capture.TargetInfo, own func(ino uint64) []capture.TCPPair) func(capture.Interface) pcapng.Interface {
 	refs := req.targets()
 	multi := len(tgs) > 1
 	return func(f capture.Interface) pcapng.Interface {
@@ -39,8 +43,29 @@ func describer(req *captureRequest, tgs []capture.TargetInfo) func(capture.Inter
 		if multi {
 			idb.Name = tgs[f.Target].Name + "/" + f.Name
 		}
+		if !req.OwnInclude && own != nil {
+			idb.Comment = ownComment(own(f.NetNS))
+		}
 		return idb
 	}
+}
+
+// ownComment says which of the service's own connections a capture
+// leaves out; "" when none.
+func ownComment(eps []capture.TCPPair) string {
+	if len(eps) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("packetflix leaves out its own connections here: TCP to and from ")
+	for i, e := range eps {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(e.Local.String())
+	}
+	b.WriteString(" (own=include keeps them)")
+	return b.String()
 }
 
 // targetMarker starts the capture target block of an SHB comment; csharg

@@ -122,7 +122,7 @@ func readHeader(t *testing.T, req *captureRequest, ifaces []capture.Interface) (
 	for i := range ifaces {
 		ifaces[i].NetNS = ino
 	}
-	hdr := shbServer().header(req, tgs, ifaces, describer(req, tgs))
+	hdr := shbServer().header(req, tgs, ifaces, describer(req, tgs, nil))
 	r := pcapng.NewReader(bytes.NewReader(hdr))
 	var section *pcapng.SectionInfo
 	var idbs []pcapng.Interface

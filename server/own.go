@@ -1,0 +1,106 @@
+package server
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/packetflix/packetflix/capture"
+	"golang.org/x/sys/unix"
+)
+
+// maxOwnEndpoints bounds the endpoints kept per netns: a service is
+// reached on a few local addresses (loopback, the pod's, the node's), one
+// endpoint each per listening port.
+const maxOwnEndpoints = 64
+
+// ownConns keeps, per netns, the local endpoints (address and port) on
+// which clients have reached the service: every TCP segment to or from
+// one of them belongs to a connection of ours, from the client's first SYN
+// on, since the kernel hands each to our listening socket. A capture of
+// that netns leaves them out (capture.Exclusions), so that it never
+// captures its own stream, which would grow with every packet captured
+// (docs/capture-engine.md, "Our own traffic").
+//
+// Endpoints are learned from accepted connections (connContext) and kept
+// for the service's life: dropping one when its last connection ends would
+// let the handshake of the next client slip through before it is known.
+type ownConns struct {
+	mu   sync.Mutex
+	byNS map[uint64][]capture.TCPPair
+	// changed is closed, and replaced, whenever byNS[ino] changes.
+	changed map[uint64]chan struct{}
+}
+
+func newOwnConns() *ownConns {
+	return &ownConns{byNS: map[uint64][]capture.TCPPair{}, changed: map[uint64]chan struct{}{}}
+}
+
+// In implements capture.Exclusions.
+func (o *ownConns) In(ino uint64) ([]capture.TCPPair, <-chan struct{}) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ch, ok := o.changed[ino]
+	if !ok {
+		ch = make(chan struct{})
+		o.changed[ino] = ch
+	}
+	return o.byNS[ino], ch
+}
+
+// endpoints returns the endpoints kept for netns ino.
+func (o *ownConns) endpoints(ino uint64) []capture.TCPPair {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.byNS[ino]
+}
+
+// add records that a client reached us at local in netns ino.
+func (o *ownConns) add(ino uint64, local netip.AddrPort) {
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, p := range o.byNS[ino] {
+		if p.Local == local {
+			return
+		}
+	}
+	if len(o.byNS[ino]) == maxOwnEndpoints {
+		return
+	}
+	// A new slice: In's callers hold the old one.
+	o.byNS[ino] = append(append([]capture.TCPPair(nil), o.byNS[ino]...), capture.TCPPair{Local: local})
+	if ch, ok := o.changed[ino]; ok {
+		close(ch)
+		delete(o.changed, ino)
+	}
+}
+
+// learn records the endpoint of an accepted connection, in the netns its
+// socket lives in (SIOCGSKNS), which is where the service listens: its
+// own netns, or any other it was given a listener in.
+func (o *ownConns) learn(c *net.TCPConn) {
+	local, ok := c.LocalAddr().(*net.TCPAddr)
+	if !ok {
+		return
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	var ino uint64
+	_ = rc.Control(func(fd uintptr) {
+		nsfd, err := unix.IoctlRetInt(int(fd), unix.SIOCGSKNS)
+		if err != nil {
+			return
+		}
+		defer unix.Close(nsfd)
+		var st unix.Stat_t
+		if unix.Fstat(nsfd, &st) == nil {
+			ino = st.Ino
+		}
+	})
+	if ino != 0 {
+		o.add(ino, local.AddrPort())
+	}
+}
