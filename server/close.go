@@ -38,7 +38,7 @@ var (
 
 // closeFor maps why a session ended to a close code and a reason a person
 // can act on. Only 1000, 1001, 1008 and 1011 are used: codes every strict
-// client accepts (docs/clients.md). It relies on errors.Is/As only.
+// client accepts (docs/close-handshake.md). It relies on errors.Is/As only.
 func closeFor(err error) (websocket.StatusCode, string) {
 	var (
 		cerr *capture.OpError

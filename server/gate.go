@@ -10,9 +10,9 @@ import (
 
 // Why a gate: when a client ends a capture it sends a close frame and
 // waits for ours, and it wants the capture's ISBs (the kernel's drop
-// counts) first (docs/clients.md: what is captured and the ISBs go out,
-// then the answer to the close). coder/websocket answers a close frame the moment it
-// reads one, with no hook to send anything before. So the connection is
+// counts) first (docs/close-handshake.md: what is captured and the ISBs
+// go out, then the answer to the close). coder/websocket answers a close
+// frame the moment it reads one, with no hook to send anything before. So the connection is
 // wrapped below the library: the gate passes the client's bytes through
 // until a close frame begins, tells the session, and holds that frame back
 // until the session has queued its ISBs and releases it; the library then
