@@ -23,7 +23,7 @@ type TCPPair struct {
 // (package server keeps them).
 type Exclusions interface {
 	// In returns the pairs to leave out in the netns with inode ino, and a
-	// channel that is closed when they change.
+	// channel that is closed when they may have changed.
 	In(ino uint64) ([]TCPPair, <-chan struct{})
 }
 

@@ -801,12 +801,17 @@ func (s *Session) watchExclusions(ctx context.Context, t *target, rd *reader) {
 		}
 		pairs, next := s.cfg.Exclude.In(t.ino)
 		s.mu.Lock()
+		same := slices.Equal(pairs, t.excl)
 		t.excl, t.exclCh = pairs, next
-		t.exclGen++
-		s.exclChanges++
+		if !same {
+			t.exclGen++
+			s.exclChanges++
+		}
 		s.mu.Unlock()
-		rd.offered.Store(true)
-		rd.pl.wake()
+		if !same {
+			rd.offered.Store(true)
+			rd.pl.wake()
+		}
 	}
 }
 

@@ -98,10 +98,10 @@ func (s *Server) captures() []CaptureInfo {
 			BytesQueued: ss.st.Queued(),
 			RingBytes:   ss.cs.RingSize(), BufferBytes: session.MessageSize,
 		}
-		if c := ss.req.Container; c != nil {
+		if c := ss.req.Targets[0].Container; c != nil {
 			ci.Target.Name, ci.Target.Type = c.Name, c.Type
 		}
-		refs := ss.req.targets()
+		refs := ss.req.Targets
 		for i, tg := range ss.cs.Targets() {
 			ci.Targets = append(ci.Targets, TargetInfo{NetNS: tg.NetNS, Name: tg.Name, Type: refs[i].kind()})
 		}

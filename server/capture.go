@@ -347,7 +347,7 @@ func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Sessio
 			t.NetNS.Close()
 		}
 	}()
-	for _, ref := range req.targets() {
+	for _, ref := range req.Targets {
 		ns, ifaces, err := s.resolve(ctx, ref)
 		if err != nil {
 			return nil, err

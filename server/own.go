@@ -28,24 +28,21 @@ const maxOwnEndpoints = 64
 type ownConns struct {
 	mu   sync.Mutex
 	byNS map[uint64][]capture.TCPPair
-	// changed is closed, and replaced, whenever byNS[ino] changes.
-	changed map[uint64]chan struct{}
+	// changed is closed, and replaced, whenever any netns gains an
+	// endpoint: that is rare (a few times in the service's life), and a
+	// session that finds its own netns unchanged does nothing.
+	changed chan struct{}
 }
 
 func newOwnConns() *ownConns {
-	return &ownConns{byNS: map[uint64][]capture.TCPPair{}, changed: map[uint64]chan struct{}{}}
+	return &ownConns{byNS: map[uint64][]capture.TCPPair{}, changed: make(chan struct{})}
 }
 
 // In implements capture.Exclusions.
 func (o *ownConns) In(ino uint64) ([]capture.TCPPair, <-chan struct{}) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	ch, ok := o.changed[ino]
-	if !ok {
-		ch = make(chan struct{})
-		o.changed[ino] = ch
-	}
-	return o.byNS[ino], ch
+	return o.byNS[ino], o.changed
 }
 
 // endpoints returns the endpoints kept for netns ino.
@@ -70,10 +67,8 @@ func (o *ownConns) add(ino uint64, local netip.AddrPort) {
 	}
 	// A new slice: In's callers hold the old one.
 	o.byNS[ino] = append(append([]capture.TCPPair(nil), o.byNS[ino]...), capture.TCPPair{Local: local})
-	if ch, ok := o.changed[ino]; ok {
-		close(ch)
-		delete(o.changed, ino)
-	}
+	close(o.changed)
+	o.changed = make(chan struct{})
 }
 
 // learn records the endpoint of an accepted connection, in the netns its

@@ -104,18 +104,12 @@ func (c *Container) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// targetRef is one more target of a request that names several; the
-// first is in captureRequest's own fields.
+// targetRef is one target of a request.
 type targetRef struct {
 	NetNS      uint64
 	Container  *Container // nil for a netns= target
 	Interfaces []string   // nil: all
 	NifGiven   bool
-}
-
-// targets returns every target of the request, the first one first.
-func (r *captureRequest) targets() []targetRef {
-	return append([]targetRef{{NetNS: r.NetNS, Container: r.Container, Interfaces: r.Interfaces, NifGiven: r.NifGiven}}, r.More...)
 }
 
 // name is what a stream calls the target: the container's name, or
@@ -137,15 +131,11 @@ func (t targetRef) kind() string {
 
 // captureRequest is a parsed /capture request.
 type captureRequest struct {
-	NetNS      uint64
-	Container  *Container // nil when netns= was used
-	Interfaces []string   // nil: all
-	NifGiven   bool       // Interfaces came from nif=, which beats discovery
-	// More holds the targets after the first when the request names
-	// several: netns= repeated, or container= a JSON array; with peer=1,
-	// open adds the netns that veth peers bring (withPeers).
-	More   []targetRef
-	Filter string
+	// Targets holds at least one target: netns= (repeated) or container=
+	// (a JSON array for several); with peer=1, open adds the netns that
+	// veth peers bring (withPeers).
+	Targets []targetRef
+	Filter  string
 	Chaste bool
 	// Peer (peer=1) adds the other end of every selected veth interface,
 	// wherever it lives (withPeers).
@@ -209,17 +199,14 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 		if err != nil {
 			return nil, err
 		}
-		req.Container = cs[0]
-		req.NetNS = cs[0].NetNS
-		req.Interfaces = cs[0].Interfaces
-		for _, c := range cs[1:] {
-			req.More = append(req.More, targetRef{NetNS: c.NetNS, Container: c, Interfaces: c.Interfaces})
+		for _, c := range cs {
+			req.Targets = append(req.Targets, targetRef{NetNS: c.NetNS, Container: c, Interfaces: c.Interfaces})
 		}
 	case hasNetns:
 		if len(nsTexts) > maxTargets {
 			return nil, badRequest("more than %d targets in one request", maxTargets)
 		}
-		for i, nsText := range nsTexts {
+		for _, nsText := range nsTexts {
 			ino, err := strconv.ParseUint(strings.TrimSpace(nsText), 10, 64)
 			if err != nil {
 				return nil, badRequest("netns must be a network namespace inode number, got %q", clip(nsText, 24))
@@ -227,13 +214,10 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 			if err := netns.ValidInode(ino); err != nil {
 				return nil, badRequest("netns %d is not a valid network namespace inode", ino)
 			}
-			if i == 0 {
-				req.NetNS = ino
-			} else if ino == req.NetNS || slices.ContainsFunc(req.More, func(t targetRef) bool { return t.NetNS == ino }) {
+			if slices.ContainsFunc(req.Targets, func(t targetRef) bool { return t.NetNS == ino }) {
 				return nil, badRequest("netns %d is named twice", ino)
-			} else {
-				req.More = append(req.More, targetRef{NetNS: ino})
 			}
+			req.Targets = append(req.Targets, targetRef{NetNS: ino})
 		}
 	default:
 		return nil, badRequest("missing netns or container parameter")
@@ -245,26 +229,17 @@ func parseCaptureRequest(r *http.Request) (*captureRequest, error) {
 			return nil, err
 		}
 		// nif= applies to every target.
-		req.Interfaces = ifs
-		req.NifGiven = true
-		for i := range req.More {
-			req.More[i].Interfaces, req.More[i].NifGiven = ifs, true
+		for i := range req.Targets {
+			req.Targets[i].Interfaces, req.Targets[i].NifGiven = ifs, true
 		}
 	} else {
-		if req.Interfaces != nil {
-			ifs, err := checkIfNames(req.Interfaces)
-			if err != nil {
-				return nil, err
-			}
-			req.Interfaces = ifs
-		}
-		for i, t := range req.More {
+		for i, t := range req.Targets {
 			if t.Interfaces != nil {
 				ifs, err := checkIfNames(t.Interfaces)
 				if err != nil {
 					return nil, err
 				}
-				req.More[i].Interfaces = ifs
+				req.Targets[i].Interfaces = ifs
 			}
 		}
 	}

@@ -33,23 +33,23 @@ func Test_parseCaptureRequest(t *testing.T) {
 		err   string
 	}{
 		{name: "netns", query: "netns=4026532000",
-			want: &captureRequest{NetNS: 4026532000, Snaplen: capture.DefaultSnaplen}},
+			want: &captureRequest{Targets: []targetRef{{NetNS: 4026532000}}, Snaplen: capture.DefaultSnaplen}},
 		{name: "nif list", query: "netns=4026532000&nif=eth0/eth1,x/eth0",
-			want: &captureRequest{NetNS: 4026532000, Interfaces: []string{"eth0", "eth1,x"}, NifGiven: true, Snaplen: capture.DefaultSnaplen}},
+			want: &captureRequest{Targets: []targetRef{{NetNS: 4026532000, Interfaces: []string{"eth0", "eth1,x"}, NifGiven: true}}, Snaplen: capture.DefaultSnaplen}},
 		{name: "nif all", query: "netns=4026532000&nif=all",
-			want: &captureRequest{NetNS: 4026532000, NifGiven: true, Snaplen: capture.DefaultSnaplen}},
+			want: &captureRequest{Targets: []targetRef{{NetNS: 4026532000, NifGiven: true}}, Snaplen: capture.DefaultSnaplen}},
 		{name: "filter chaste snaplen", query: "netns=4026532000&filter=udp+port+53&chaste=&snaplen=96",
-			want: &captureRequest{NetNS: 4026532000, Filter: "udp port 53", Chaste: true, Snaplen: 96}},
+			want: &captureRequest{Targets: []targetRef{{NetNS: 4026532000}}, Filter: "udp port 53", Chaste: true, Snaplen: 96}},
 		{name: "csharg form", query: "chaste=&container=" + url.QueryEscape(`{"netns":4026532000,"network-interfaces":["eth0"],"name":"web","type":"docker","node-name":"n1","extra":true}`) + "&nif=eth0",
 			hdr: map[string]string{
 				hdrContainer: `{"netns":4026532001,"network-interfaces":["eth0","eth1"],"name":"web","type":"docker"}`,
 				hdrNif:       "eth1", hdrChaste: "", hdrFilter: "tcp",
 			},
-			want: &captureRequest{NetNS: 4026532001, Interfaces: []string{"eth1"}, NifGiven: true, Filter: "tcp", Chaste: true, Snaplen: capture.DefaultSnaplen,
-				Container: &Container{NetNS: 4026532001, Name: "web", Type: "docker", Interfaces: []string{"eth0", "eth1"}}}},
+			want: &captureRequest{Filter: "tcp", Chaste: true, Snaplen: capture.DefaultSnaplen, Targets: []targetRef{{NetNS: 4026532001, Interfaces: []string{"eth1"}, NifGiven: true,
+				Container: &Container{NetNS: 4026532001, Name: "web", Type: "docker", Interfaces: []string{"eth0", "eth1"}}}}}},
 		{name: "container interfaces when no nif", query: "container=" + url.QueryEscape(`{"netns":4026532000,"network-interfaces":["eth3"]}`),
-			want: &captureRequest{NetNS: 4026532000, Interfaces: []string{"eth3"}, Snaplen: capture.DefaultSnaplen,
-				Container: &Container{NetNS: 4026532000, Interfaces: []string{"eth3"}}}},
+			want: &captureRequest{Snaplen: capture.DefaultSnaplen, Targets: []targetRef{{NetNS: 4026532000, Interfaces: []string{"eth3"},
+				Container: &Container{NetNS: 4026532000, Interfaces: []string{"eth3"}}}}}},
 		{name: "missing", query: "", err: "missing netns or container parameter"},
 		{name: "both", query: "netns=4026532000&container=%7B%7D", err: "give either netns or container, not both"},
 		{name: "negative netns", query: "netns=-1", err: "netns must be a network namespace inode number"},
@@ -57,27 +57,27 @@ func Test_parseCaptureRequest(t *testing.T) {
 		{name: "empty nif element", query: "netns=4026532000&nif=eth0//eth1", err: "empty network interface name"},
 		{name: "long nif", query: "netns=4026532000&nif=abcdefghijklmnop", err: `"abcdefghijklmnop" is not a valid network interface name`},
 		{name: "netns repeated", query: "netns=4026532000&netns=4026532001&nif=eth0",
-			want: &captureRequest{NetNS: 4026532000, Interfaces: []string{"eth0"}, NifGiven: true, Snaplen: capture.DefaultSnaplen,
-				More: []targetRef{{NetNS: 4026532001, Interfaces: []string{"eth0"}, NifGiven: true}}}},
+			want: &captureRequest{Snaplen: capture.DefaultSnaplen,
+				Targets: []targetRef{{NetNS: 4026532000, Interfaces: []string{"eth0"}, NifGiven: true}, {NetNS: 4026532001, Interfaces: []string{"eth0"}, NifGiven: true}}}},
 		{name: "netns twice", query: "netns=4026532000&netns=4026532000", err: "netns 4026532000 is named twice"},
 		{name: "netns too many", query: strings.Repeat("netns=4026532000&", 17), err: "more than 16 targets in one request"},
 		{name: "container array", query: "container=" + url.QueryEscape(`[{"name":"r1","network-interfaces":["eth1"]},{"netns":4026532005,"type":"docker","name":"r2"}]`),
-			want: &captureRequest{Container: &Container{Name: "r1", Interfaces: []string{"eth1"}}, Interfaces: []string{"eth1"}, Snaplen: capture.DefaultSnaplen,
-				More: []targetRef{{NetNS: 4026532005, Container: &Container{NetNS: 4026532005, Type: "docker", Name: "r2"}}}}},
+			want: &captureRequest{Snaplen: capture.DefaultSnaplen, Targets: []targetRef{{Container: &Container{Name: "r1", Interfaces: []string{"eth1"}}, Interfaces: []string{"eth1"}},
+				{NetNS: 4026532005, Container: &Container{NetNS: 4026532005, Type: "docker", Name: "r2"}}}}},
 		{name: "container array empty", query: "container=" + url.QueryEscape(`[]`), err: "container list is empty"},
 		{name: "container array bad element", query: "container=" + url.QueryEscape(`[{"name":"r1"},{"pid":-1,"name":"x"}]`), err: "container 2: container pid -1 is negative"},
 		{name: "peer", query: "netns=4026532000&peer=1",
-			want: &captureRequest{NetNS: 4026532000, Peer: true, Snaplen: capture.DefaultSnaplen}},
+			want: &captureRequest{Targets: []targetRef{{NetNS: 4026532000}}, Peer: true, Snaplen: capture.DefaultSnaplen}},
 		{name: "peer header wins", query: "netns=4026532000&peer=1", hdr: map[string]string{hdrPeer: "0"},
-			want: &captureRequest{NetNS: 4026532000, Snaplen: capture.DefaultSnaplen}},
+			want: &captureRequest{Targets: []targetRef{{NetNS: 4026532000}}, Snaplen: capture.DefaultSnaplen}},
 		{name: "own include", query: "netns=4026532000&own=include",
-			want: &captureRequest{NetNS: 4026532000, OwnInclude: true, Snaplen: capture.DefaultSnaplen}},
+			want: &captureRequest{Targets: []targetRef{{NetNS: 4026532000}}, OwnInclude: true, Snaplen: capture.DefaultSnaplen}},
 		{name: "own header", query: "netns=4026532000&own=include", hdr: map[string]string{hdrOwn: "exclude"},
-			want: &captureRequest{NetNS: 4026532000, Snaplen: capture.DefaultSnaplen}},
+			want: &captureRequest{Targets: []targetRef{{NetNS: 4026532000}}, Snaplen: capture.DefaultSnaplen}},
 		{name: "own bad", query: "netns=4026532000&own=yes", err: `own must be include or exclude, got "yes"`},
 		{name: "peer bad", query: "netns=4026532000&peer=both", err: `peer must be 1 or 0, got "both"`},
 		{name: "buffer", query: "netns=4026532000&buffer=32",
-			want: &captureRequest{NetNS: 4026532000, Snaplen: capture.DefaultSnaplen, Buffer: 32 << 20}},
+			want: &captureRequest{Targets: []targetRef{{NetNS: 4026532000}}, Snaplen: capture.DefaultSnaplen, Buffer: 32 << 20}},
 		{name: "buffer zero", query: "netns=4026532000&buffer=0", err: "buffer must be a ring size in MiB from 1 to 1024"},
 		{name: "buffer big", query: "netns=4026532000&buffer=1025", err: "buffer must be a ring size in MiB"},
 		{name: "buffer bytes", query: "netns=4026532000&buffer=8MiB", err: "buffer must be a ring size in MiB"},
@@ -86,10 +86,10 @@ func Test_parseCaptureRequest(t *testing.T) {
 		{name: "long filter", query: "netns=4026532000&filter=" + strings.Repeat("x", maxFilterLen+1), err: "capture filter is longer than"},
 		{name: "trailing json", query: "container=" + url.QueryEscape(`{"netns":4026532000} {}`), err: "container holds trailing data"},
 		{name: "containerlab name only", query: "nif=eth1&container=" + url.QueryEscape(`{"network-interfaces":["eth1"],"name":"clab-lab-node1","type":"docker"}`),
-			want: &captureRequest{Interfaces: []string{"eth1"}, NifGiven: true, Snaplen: capture.DefaultSnaplen,
-				Container: &Container{Name: "clab-lab-node1", Type: "docker", Interfaces: []string{"eth1"}}}},
+			want: &captureRequest{Snaplen: capture.DefaultSnaplen, Targets: []targetRef{{Interfaces: []string{"eth1"}, NifGiven: true,
+				Container: &Container{Name: "clab-lab-node1", Type: "docker", Interfaces: []string{"eth1"}}}}}},
 		{name: "placeholder netns with name", query: "container=" + url.QueryEscape(`{"netns":0,"name":"n1","prefix":""}`),
-			want: &captureRequest{Snaplen: capture.DefaultSnaplen, Container: &Container{Name: "n1", Prefix: new(string)}}},
+			want: &captureRequest{Snaplen: capture.DefaultSnaplen, Targets: []targetRef{{Container: &Container{Name: "n1", Prefix: new(string)}}}}},
 		{name: "no netns no name", query: "container=" + url.QueryEscape(`{"pid":1}`), err: "container reference has neither netns nor name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,9 +107,11 @@ func Test_parseCaptureRequest(t *testing.T) {
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got  %+v\nwant %+v", got, tc.want)
 			}
-			if (got.Container == nil) != (tc.want.Container == nil) ||
-				got.Container != nil && !reflect.DeepEqual(*got.Container, *tc.want.Container) {
-				t.Fatalf("container got %+v want %+v", got.Container, tc.want.Container)
+			for i, w := range tc.want.Targets {
+				g := got.Targets[i].Container
+				if (g == nil) != (w.Container == nil) || g != nil && !reflect.DeepEqual(*g, *w.Container) {
+					t.Fatalf("target %d: container got %+v want %+v", i, g, w.Container)
+				}
 			}
 		})
 	}
@@ -186,19 +188,24 @@ func FuzzParseCaptureRequest(f *testing.F) {
 			}
 			return
 		}
-		byName := req.Container != nil && req.Container.Name != ""
-		if (!byName && netns.ValidInode(req.NetNS) != nil) || req.Snaplen < 1 || req.Snaplen > capture.DefaultSnaplen || len(req.Filter) > maxFilterLen {
+		if len(req.Targets) == 0 || req.Snaplen < 1 || req.Snaplen > capture.DefaultSnaplen || len(req.Filter) > maxFilterLen {
 			t.Fatalf("accepted out-of-range request %+v", req)
 		}
-		for _, n := range req.Interfaces {
-			if n == "" || len(n) > maxIfNameLen || strings.ContainsAny(n, "/: \t\n") {
-				t.Fatalf("accepted interface name %q", n)
+		for _, ref := range req.Targets {
+			byName := ref.Container != nil && ref.Container.Name != ""
+			if !byName && netns.ValidInode(ref.NetNS) != nil {
+				t.Fatalf("accepted out-of-range target %+v", ref)
+			}
+			for _, n := range ref.Interfaces {
+				if n == "" || len(n) > maxIfNameLen || strings.ContainsAny(n, "/: \t\n") {
+					t.Fatalf("accepted interface name %q", n)
+				}
 			}
 		}
 		// Whatever the names and the filter, csharg's editor removes
 		// all of our SHB comment.
 		var tgs []capture.TargetInfo
-		for i, ref := range req.targets() {
+		for i, ref := range req.Targets {
 			tgs = append(tgs, capture.TargetInfo{Name: ref.name(uint64(4026532000 + i)), NetNS: uint64(4026532000 + i)})
 		}
 		if c := targetComment(req, tgs, "node"); cshargEdit(c, "") != "" {

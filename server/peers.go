@@ -74,7 +74,7 @@ func (s *Server) withPeers(ctx context.Context, req *captureRequest, tgs []captu
 			ref.Container = &Container{Name: d.Name, Type: d.Type, NetNS: ino}
 		}
 		t.Name = ref.name(ino)
-		req.More = append(req.More, ref)
+		req.Targets = append(req.Targets, ref)
 	}
 	return tgs, nil
 }

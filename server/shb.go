@@ -36,7 +36,7 @@ func (s *Server) header(req *captureRequest, tgs []capture.TargetInfo, ifaces []
 // leaves out unless the request said own=include; the IDB's comment then
 // says so (if_filter keeps the user's expression alone).
 func describer(req *captureRequest, tgs []capture.TargetInfo, own func(ino uint64) []capture.TCPPair) func(capture.Interface) pcapng.Interface {
-	refs := req.targets()
+	refs := req.Targets
 	multi := len(tgs) > 1
 	return func(f capture.Interface) pcapng.Interface {
 		idb := session.IDB(f, ifDescription(refs[f.Target], f.NetNS))
@@ -105,7 +105,7 @@ type clusterInfo struct {
 func targetComment(req *captureRequest, tgs []capture.TargetInfo, node string) string {
 	ti := targetInfo{NodeName: node, CaptureFilter: req.Filter, NoPromiscuous: req.Chaste}
 	if len(tgs) > 1 {
-		refs := req.targets()
+		refs := req.Targets
 		var names, types []string
 		for i, t := range tgs {
 			names = append(names, t.Name)
@@ -116,7 +116,7 @@ func targetComment(req *captureRequest, tgs []capture.TargetInfo, node string) s
 		ti.ContainerName, ti.ContainerType = strings.Join(names, ", "), strings.Join(types, ", ")
 	} else {
 		ti.ContainerName, ti.ContainerType = fmt.Sprintf("netns:%d", tgs[0].NetNS), "netns"
-		if c := req.Container; c != nil {
+		if c := req.Targets[0].Container; c != nil {
 			if c.Name != "" {
 				ti.ContainerName = c.Name
 			}

@@ -117,7 +117,7 @@ func shbServer() *Server {
 func readHeader(t *testing.T, req *captureRequest, ifaces []capture.Interface) (*pcapng.SectionInfo, []pcapng.Interface) {
 	t.Helper()
 	const ino = 4026532999
-	tgs := []capture.TargetInfo{{Name: req.targets()[0].name(ino), NetNS: ino}}
+	tgs := []capture.TargetInfo{{Name: req.Targets[0].name(ino), NetNS: ino}}
 	ifaces = slices.Clone(ifaces)
 	for i := range ifaces {
 		ifaces[i].NetNS = ino
