@@ -469,25 +469,14 @@ func TestIntegrationSeveralTargets(t *testing.T) {
 	refs := fmt.Sprintf(`[{"name":%q,"network-interfaces":["eth1"]},{"name":%q,"network-interfaces":["eth0","eth1"]},{"name":%q,"network-interfaces":["eth0"]}]`,
 		line[0].Name, line[1].Name, line[2].Name)
 	const n = 50
-	resp, err := http.Get(ts.URL + "/capture.pcapng?" + url.Values{"container": {refs}, "filter": {"udp"}, "count": {fmt.Sprint(4 * n)}}.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("%d %s", resp.StatusCode, b)
-	}
-	u := line[0].UDP("198.18.1.1:4000")
-	for i := range n {
-		if _, err := u.WriteToUDP(payload('T', i), &net.UDPAddr{IP: net.IPv4(198, 18, 2, 2), Port: 4000}); err != nil {
-			t.Fatal(err)
+	data := pcapngGet(t, ts.URL, url.Values{"container": {refs}, "filter": {"udp"}, "count": {fmt.Sprint(4 * n)}}.Encode(), func() {
+		u := line[0].UDP("198.18.1.1:4000")
+		for i := range n {
+			if _, err := u.WriteToUDP(payload('T', i), &net.UDPAddr{IP: net.IPv4(198, 18, 2, 2), Port: 4000}); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	s := parse(t, data)
 	want := []string{line[0].Name + "/eth1", line[1].Name + "/eth0", line[1].Name + "/eth1", line[2].Name + "/eth0"}
 	var names []string
@@ -527,25 +516,14 @@ func TestIntegrationPeer(t *testing.T) {
 	_, ts := startServer(t)
 	const n = 40
 	q := url.Values{"netns": {fmt.Sprint(line[1].Inode)}, "nif": {"eth1"}, "peer": {"1"}, "filter": {"udp"}, "count": {fmt.Sprint(2 * n)}}
-	resp, err := http.Get(ts.URL + "/capture.pcapng?" + q.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("%d %s", resp.StatusCode, b)
-	}
-	u := line[0].UDP("198.18.1.1:4000")
-	for i := range n {
-		if _, err := u.WriteToUDP(payload('P', i), &net.UDPAddr{IP: net.IPv4(198, 18, 2, 2), Port: 4000}); err != nil {
-			t.Fatal(err)
+	data := pcapngGet(t, ts.URL, q.Encode(), func() {
+		u := line[0].UDP("198.18.1.1:4000")
+		for i := range n {
+			if _, err := u.WriteToUDP(payload('P', i), &net.UDPAddr{IP: net.IPv4(198, 18, 2, 2), Port: 4000}); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	s := parse(t, data)
 	want := []string{fmt.Sprintf("netns:%d/eth1", line[1].Inode), line[2].Name + "/eth0"}
 	var names []string
@@ -570,12 +548,7 @@ func TestIntegrationPeer(t *testing.T) {
 	// Both ends in one netns: one target, plain names.
 	one := testns.New(t)
 	one.VethPairs(1)
-	resp, err = http.Get(ts.URL + "/capture.pcapng?" + url.Values{"netns": {fmt.Sprint(one.Inode)}, "nif": {"vb0"}, "peer": {"1"}, "duration": {"100ms"}}.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
+	data = pcapngGet(t, ts.URL, url.Values{"netns": {fmt.Sprint(one.Inode)}, "nif": {"vb0"}, "peer": {"1"}, "duration": {"100ms"}}.Encode(), func() {})
 	names = nil
 	for _, f := range parse(t, data).ifaces {
 		names = append(names, f.Name)
@@ -587,7 +560,7 @@ func TestIntegrationPeer(t *testing.T) {
 	// A peer whose netns only an fd holds cannot be found.
 	line[2].Open()
 	line[2].Delete()
-	resp, err = http.Get(ts.URL + "/capture.pcapng?" + url.Values{"netns": {fmt.Sprint(line[1].Inode)}, "nif": {"eth1"}, "peer": {"1"}}.Encode())
+	resp, err := http.Get(ts.URL + "/capture.pcapng?" + url.Values{"netns": {fmt.Sprint(line[1].Inode)}, "nif": {"eth1"}, "peer": {"1"}}.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -633,24 +606,13 @@ func TestIntegrationTenTargets(t *testing.T) {
 			want = append(want, fmt.Sprintf("netns:%d/eth1", x.Inode))
 		}
 	}
-	resp, err := http.Get(ts.URL + "/capture.pcapng?" + q.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("%d %s", resp.StatusCode, b)
-	}
-	for i := range count {
-		if _, err := u.WriteToUDP(payload('X', i), dst); err != nil {
-			t.Fatal(err)
+	data := pcapngGet(t, ts.URL, q.Encode(), func() {
+		for i := range count {
+			if _, err := u.WriteToUDP(payload('X', i), dst); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	s := parse(t, data)
 	var names []string
 	for _, f := range s.ifaces {
@@ -676,4 +638,27 @@ func TestIntegrationTenTargets(t *testing.T) {
 		}
 	}
 	checkWireshark(t, data, want, count*2*(n-1))
+}
+
+// pcapngGet streams /capture.pcapng?q from base, runs during once the
+// capture is live (the status arrives with the stream's header, after the
+// rings are open), and returns the whole stream; the query must end it
+// (count=, duration=).
+func pcapngGet(t *testing.T, base, q string, during func()) []byte {
+	t.Helper()
+	resp, err := http.Get(base + "/capture.pcapng?" + q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	during()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

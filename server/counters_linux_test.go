@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"net"
+	"net/http/httptest"
 	"net/url"
 	"os/exec"
 	"strings"
@@ -78,10 +79,7 @@ func TestIntegrationStalledClientCounters(t *testing.T) {
 	_, ts := startServer(t)
 	h.staticNeighbour()
 
-	var sc *stallConn
-	rc := dialReading(t, ts, url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}},
-		func(c net.Conn) net.Conn { sc = &stallConn{Conn: c}; return sc })
-	sc.stall()
+	rc, sc := dialStalled(t, ts, h)
 
 	fl := h.flood(t, 'S')
 
@@ -198,10 +196,7 @@ func TestIntegrationStopStalledClient(t *testing.T) {
 	_, ts := startServer(t)
 	h.staticNeighbour()
 
-	var sc *stallConn
-	rc := dialReading(t, ts, url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}},
-		func(c net.Conn) net.Conn { sc = &stallConn{Conn: c}; return sc })
-	sc.stall()
+	rc, sc := dialStalled(t, ts, h)
 	defer sc.unstall()
 
 	h.flood(t, 'T')
@@ -230,4 +225,14 @@ func TestIntegrationStopStalledClient(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("the cut-off client's connection did not end")
 	}
+}
+
+// dialStalled captures udp on h.a's eth0 through a client that has
+// stopped reading.
+func dialStalled(t *testing.T, ts *httptest.Server, h hosts) (*readingClient, *stallConn) {
+	var sc *stallConn
+	rc := dialReading(t, ts, url.Values{"netns": {ino(h.a)}, "nif": {"eth0"}, "filter": {"udp"}},
+		func(c net.Conn) net.Conn { sc = &stallConn{Conn: c}; return sc })
+	sc.stall()
+	return rc, sc
 }

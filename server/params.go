@@ -136,7 +136,7 @@ type captureRequest struct {
 	// veth peers bring (withPeers).
 	Targets []targetRef
 	Filter  string
-	Chaste bool
+	Chaste  bool
 	// Peer (peer=1) adds the other end of every selected veth interface,
 	// wherever it lives (withPeers).
 	Peer bool
