@@ -102,6 +102,8 @@
 //
 // Each ring is read by the session's reader only, the goroutine that
 // called Session.Run; once it has stopped reading a ring, the ring is
-// closed or handed to the Pool, before Run returns. Run's two helpers, the link watcher of an
-// all-interfaces capture and the counter poller, end before Run returns.
+// closed or handed to the Pool, before Run returns. Run's helpers end
+// before Run returns: the counter poller, a link watcher per
+// all-interfaces target, and an exclusion watcher per target when
+// Config.Exclude is set.
 package capture

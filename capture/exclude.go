@@ -8,23 +8,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TCPPair is TCP traffic a capture leaves out: every segment from Local to
-// Remote and from Remote to Local. A zero Remote is any peer (a listening
-// socket: every connection it accepts, from the first SYN on); a Local
-// address that is unspecified (0.0.0.0, ::) or invalid is any address of
-// the netns (a wildcard listener), in IPv4 and IPv6 alike. Ports are never
-// wildcards on Local.
-type TCPPair struct {
-	Local, Remote netip.AddrPort
-}
-
 // Exclusions tells a session which TCP traffic to leave out in each netns
 // it captures, and when that changes: the service's own connections
 // (package server keeps them).
 type Exclusions interface {
-	// In returns the pairs to leave out in the netns with inode ino, and a
-	// channel that is closed when they may have changed.
-	In(ino uint64) ([]TCPPair, <-chan struct{})
+	// In returns the local TCP endpoints (address and port) in the netns
+	// with inode ino whose every segment, to or from them, is left out,
+	// and a channel that is closed when they may have changed. An endpoint
+	// without a specific address (0.0.0.0, ::) matches nothing.
+	In(ino uint64) ([]netip.AddrPort, <-chan struct{})
 }
 
 // Scratch memory slots of the prefix program.
@@ -36,7 +28,7 @@ const (
 )
 
 // excludeProgram returns prog behind a prefix that drops the TCP segments
-// of pairs (returns 0) and lets every other packet fall through to prog's
+// from or to the endpoints eps (returns 0) and lets every other packet fall through to prog's
 // first instruction. prog's jumps are relative, and it never reads the
 // registers or scratch memory before writing them (the kernel's checker
 // insists), so the prefix may use both. filterType is LinkTypeEthernet
@@ -46,8 +38,8 @@ const (
 // Segments of IPv6 packets with extension headers before TCP, and IP
 // fragments after the first, are not recognised and reach prog: they do not
 // occur on the service's own connections in practice.
-func excludeProgram(filterType uint16, pairs []TCPPair, prog []unix.SockFilter) ([]unix.SockFilter, error) {
-	if len(pairs) == 0 {
+func excludeProgram(filterType uint16, eps []netip.AddrPort, prog []unix.SockFilter) ([]unix.SockFilter, error) {
+	if len(eps) == 0 {
 		return prog, nil
 	}
 	var a asm
@@ -61,8 +53,8 @@ func excludeProgram(filterType uint16, pairs []TCPPair, prog []unix.SockFilter) 
 		a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.ETH_P_IPV6, SkipFalse: 1})
 		v6 = a.jumpTo()
 		a.toEnd()
-		a.section(v4, 14, false, pairs)
-		a.section(v6, 14, true, pairs)
+		a.section(v4, 14, false, eps)
+		a.section(v6, 14, true, eps)
 	case LinkTypeRaw:
 		a.emit(bpf.LoadAbsolute{Off: 0, Size: 1})
 		a.emit(bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 4})
@@ -71,8 +63,8 @@ func excludeProgram(filterType uint16, pairs []TCPPair, prog []unix.SockFilter) 
 		a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: 6, SkipFalse: 1})
 		v6 = a.jumpTo()
 		a.toEnd()
-		a.section(v4, 0, false, pairs)
-		a.section(v6, 0, true, pairs)
+		a.section(v4, 0, false, eps)
+		a.section(v6, 0, true, eps)
 	default:
 		return prog, nil
 	}
@@ -81,7 +73,7 @@ func excludeProgram(filterType uint16, pairs []TCPPair, prog []unix.SockFilter) 
 		return nil, err
 	}
 	if len(raw)+len(prog) > MaxFilterInstructions {
-		return nil, fmt.Errorf("%w: leaving out %d own TCP endpoints takes %d instructions, the filter %d, over the kernel's %d", ErrFilterTooComplex, len(pairs), len(raw), len(prog), MaxFilterInstructions)
+		return nil, fmt.Errorf("%w: leaving out %d own TCP endpoints takes %d instructions, the filter %d, over the kernel's %d", ErrFilterTooComplex, len(eps), len(raw), len(prog), MaxFilterInstructions)
 	}
 	out := make([]unix.SockFilter, 0, len(raw)+len(prog))
 	for _, r := range raw {
@@ -116,7 +108,7 @@ func (a *asm) toEnd() {
 
 // section places the test of one IP version where the jump at index
 // from leads, for a network header at offset nh.
-func (a *asm) section(from int, nh uint32, v6 bool, pairs []TCPPair) {
+func (a *asm) section(from int, nh uint32, v6 bool, eps []netip.AddrPort) {
 	a.ins[from] = bpf.Jump{Skip: uint32(len(a.ins) - from - 1)}
 	// TCP only, and (IPv4) the first fragment only: later ones have no
 	// ports.
@@ -155,11 +147,13 @@ func (a *asm) section(from int, nh uint32, v6 bool, pairs []TCPPair) {
 	if v6 {
 		dst = memDst6
 	}
-	for _, p := range pairs {
-		// Each direction: the segment's source is one end, its
-		// destination the other.
-		a.match(endChecks(p.Local, memSrc, memPorts, v6), endChecks(p.Remote, dst, memPorts+1, v6))
-		a.match(endChecks(p.Local, dst, memPorts+1, v6), endChecks(p.Remote, memSrc, memPorts, v6))
+	for _, ep := range eps {
+		ip := ep.Addr().Unmap()
+		if !ip.IsValid() || ip.IsUnspecified() || ip.Is6() != v6 {
+			continue // none of this section's segments are to or from it
+		}
+		a.match(endChecks(ip, ep.Port(), memSrc, memPorts)) // from it
+		a.match(endChecks(ip, ep.Port(), dst, memPorts+1))  // to it
 	}
 	a.toEnd()
 }
@@ -170,39 +164,20 @@ type check struct {
 	val uint32
 }
 
-// endChecks are the comparisons that an endpoint (address at scratch
-// addr, port at scratch port) is ep, for one IP version: none for a zero
-// ep (anything matches), one that never holds when ep's address is of the
-// other version.
-func endChecks(ep netip.AddrPort, addr, port int, v6 bool) []check {
-	var cs []check
-	if ip := ep.Addr().Unmap(); ip.IsValid() && !ip.IsUnspecified() {
-		if ip.Is6() != v6 {
-			return []check{{mem: -1}} // never matches
-		}
-		b := ip.AsSlice()
-		for w := 0; w < len(b)/4; w++ {
-			cs = append(cs, check{mem: addr + w, val: uint32(b[4*w])<<24 | uint32(b[4*w+1])<<16 | uint32(b[4*w+2])<<8 | uint32(b[4*w+3])})
-		}
+// endChecks are the comparisons that the address kept in scratch words
+// from addr on is ip, and the port kept at port is pt.
+func endChecks(ip netip.Addr, pt uint16, addr, port int) []check {
+	b := ip.AsSlice()
+	cs := make([]check, 0, len(b)/4+1)
+	for w := 0; w < len(b)/4; w++ {
+		cs = append(cs, check{mem: addr + w, val: uint32(b[4*w])<<24 | uint32(b[4*w+1])<<16 | uint32(b[4*w+2])<<8 | uint32(b[4*w+3])})
 	}
-	if ep.Port() != 0 {
-		cs = append(cs, check{mem: port, val: uint32(ep.Port())})
-	}
-	return cs
+	return append(cs, check{mem: port, val: uint32(pt)})
 }
 
 // match emits: when every check holds, return 0 (drop the packet); else go
 // on after the return.
-func (a *asm) match(ends ...[]check) {
-	var cs []check
-	for _, e := range ends {
-		cs = append(cs, e...)
-	}
-	for _, c := range cs {
-		if c.mem < 0 {
-			return // an end of the other IP version: no code at all
-		}
-	}
+func (a *asm) match(cs []check) {
 	for i, c := range cs {
 		a.emit(bpf.LoadScratch{Dst: bpf.RegA, N: c.mem})
 		// A mismatch skips the rest of the checks and the return.

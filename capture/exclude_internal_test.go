@@ -68,11 +68,11 @@ func runFilter(t *testing.T, prog []unix.SockFilter, pkt []byte) int {
 
 func Test_excludeProgram(t *testing.T) {
 	ap := netip.MustParseAddrPort
-	pairs := []TCPPair{
-		{Local: ap("127.0.0.1:5001")},                                  // listener on an address
-		{Local: ap("[::]:5002")},                                       // wildcard listener
-		{Local: ap("198.18.0.1:40000"), Remote: ap("198.18.0.9:8000")}, // an outgoing connection
-		{Local: ap("[2001:db8::1]:41000"), Remote: ap("[2001:db8::9]:8000")},
+	eps := []netip.AddrPort{
+		ap("127.0.0.1:5001"),     // the service on loopback
+		ap("198.18.0.1:5002"),    // on an address of the netns
+		ap("[2001:db8::5]:5002"), // IPv6
+		ap("0.0.0.0:6000"),       // no specific address: matches nothing
 	}
 	for _, tc := range []struct {
 		name     string
@@ -80,18 +80,16 @@ func Test_excludeProgram(t *testing.T) {
 		udp      bool
 		dropped  bool
 	}{
-		{"to the listener", "127.0.0.1:51000", "127.0.0.1:5001", false, true},
-		{"from the listener", "127.0.0.1:5001", "127.0.0.1:51000", false, true},
-		{"listener port, other address", "127.0.0.2:51000", "127.0.0.2:5001", false, false},
-		{"udp to the listener port", "127.0.0.1:51000", "127.0.0.1:5001", true, false},
+		{"to the endpoint", "127.0.0.1:51000", "127.0.0.1:5001", false, true},
+		{"from the endpoint", "127.0.0.1:5001", "127.0.0.1:51000", false, true},
+		{"endpoint's port, other address", "127.0.0.2:51000", "127.0.0.2:5001", false, false},
+		{"udp to the endpoint", "127.0.0.1:51000", "127.0.0.1:5001", true, false},
 		{"other loopback tcp", "127.0.0.1:51000", "127.0.0.1:6000", false, false},
-		{"wildcard listener v4", "198.18.0.7:1234", "198.18.0.1:5002", false, true},
-		{"wildcard listener v6", "[2001:db8::5]:5002", "[2001:db8::7]:1234", false, true},
-		{"outgoing", "198.18.0.1:40000", "198.18.0.9:8000", false, true},
-		{"outgoing, answer", "198.18.0.9:8000", "198.18.0.1:40000", false, true},
-		{"outgoing, other local port", "198.18.0.1:40001", "198.18.0.9:8000", false, false},
-		{"outgoing v6 answer", "[2001:db8::9]:8000", "[2001:db8::1]:41000", false, true},
-		{"v6 other peer", "[2001:db8::8]:8000", "[2001:db8::1]:41000", false, false},
+		{"v4 address of the netns", "198.18.0.7:1234", "198.18.0.1:5002", false, true},
+		{"v4, other port", "198.18.0.7:1234", "198.18.0.1:5003", false, false},
+		{"v6, from the endpoint", "[2001:db8::5]:5002", "[2001:db8::7]:1234", false, true},
+		{"v6, to the endpoint", "[2001:db8::7]:1234", "[2001:db8::5]:5002", false, true},
+		{"v6, other address", "[2001:db8::8]:5002", "[2001:db8::7]:1234", false, false},
 	} {
 		for _, ether := range []bool{true, false} {
 			lt := LinkTypeRaw
@@ -99,7 +97,7 @@ func Test_excludeProgram(t *testing.T) {
 				lt = LinkTypeEthernet
 			}
 			user := []unix.SockFilter{{Code: 0x06, K: 1000}}
-			prog, err := excludeProgram(lt, pairs, user)
+			prog, err := excludeProgram(lt, eps, user)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,7 +117,7 @@ func Test_excludeProgramWithFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	ap := netip.MustParseAddrPort
-	prog, err := excludeProgram(LinkTypeEthernet, []TCPPair{{Local: ap("127.0.0.1:5001")}}, user)
+	prog, err := excludeProgram(LinkTypeEthernet, []netip.AddrPort{ap("127.0.0.1:5001")}, user)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -196,8 +196,9 @@ func openRing(ifindex int, sockType int, prog []unix.SockFilter, ignoreOutgoing,
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// close unmaps the ring and closes the socket. Only the reader calls it,
-// after its loop has ended (or Open, on failure).
+// close unmaps the ring and closes the socket, once: whoever holds the
+// ring last (the reader's end, Session.finish, the Pool, or Open and the
+// link watcher on failure) calls it when no one reads the ring any more.
 func (r *ring) close() {
 	r.statsMu.Lock()
 	defer r.statsMu.Unlock()
@@ -288,7 +289,10 @@ func (r *ring) head(p *Packet) bool {
 			if r.parse(p) {
 				return true
 			}
-			r.step() // older than this capture (a reused ring), or malformed: skipped
+			if c.left == 0 {
+				break // malformed from here on: there is no next packet to step to
+			}
+			r.step() // older than this capture (a reused ring): skipped
 		}
 		r.closeBlock()
 	}
@@ -323,8 +327,7 @@ func (r *ring) parse(p *Packet) bool {
 	if r.cooked {
 		// libpcap does the same (pcap-linux.c, cooked mode): the kernel
 		// leaves headroom between sockaddr_ll and the network header of a
-		// SOCK_DGRAM packet. Written once: parse may run again for the
-		// same packet (a head not taken yet).
+		// SOCK_DGRAM packet.
 		if stop-start > r.cookedSnap {
 			stop = start + r.cookedSnap
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -141,9 +142,10 @@ type Packet struct {
 // its client is cut off after a finish timeout).
 type Sink interface {
 	WritePacket(p *Packet) error
-	// Idle is called when the reader has drained every ring, a natural
-	// moment to send what is buffered, and at least once a second while
-	// the capture is quiet.
+	// Idle is called when the reader has nothing more to hand over for
+	// now (every ring drained, or a packet held back for the reorder
+	// window), a natural moment to send what is buffered, and at least
+	// once a second while the capture is quiet.
 	Idle() error
 	// AddInterface announces an interface that joined an all-interfaces
 	// capture after it started; id is its Packet.Interface value. It is
@@ -206,8 +208,6 @@ type Session struct {
 	// reader, which drops their interfaces.
 	ended map[int]error
 	rd    *reader
-	// exclChanges counts changes of any target's exclusions.
-	exclChanges uint64
 }
 
 // EndTarget stops capturing target ti, as when all its interfaces vanish:
@@ -247,7 +247,7 @@ type target struct {
 	mon *monitor
 	// What Config.Exclude leaves out here, and its generation (each
 	// change adds one); under Session.mu.
-	excl    []TCPPair
+	excl    []netip.AddrPort
 	exclGen uint64
 	exclCh  <-chan struct{}
 }
@@ -265,6 +265,14 @@ func (s *Session) Targets() []TargetInfo {
 		out[i] = TargetInfo{Name: t.name, NetNS: t.ino}
 	}
 	return out
+}
+
+// Excluded returns the TCP endpoints that target ti leaves out now
+// (Config.Exclude).
+func (s *Session) Excluded(ti int) []netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.targets[ti].excl
 }
 
 // Open is OpenContext without a context: the filter compile is bounded by
@@ -677,15 +685,15 @@ type reader struct {
 	pl   *poller
 	sink Sink
 
-	active    []*readerRing
-	gone      error  // why the first interface left the set
-	endedSeen int    // how many of Session.ended takeOffers has applied
-	exclSeen  uint64 // Session.exclChanges when takeOffers last looked
+	active []*readerRing
+	gone   error // why the first interface left the set
 
 	mu      sync.Mutex // guards pending and ended
 	pending []*readerRing
 	ended   bool
-	offered atomic.Bool // offers or ended targets to take, even while busy
+	// offered says takeOffers has work: rings offered, targets ended,
+	// exclusions changed; looked at even while busy.
+	offered atomic.Bool
 }
 
 type readerRing struct {
@@ -714,13 +722,15 @@ func (rd *reader) offer(i int, r *ring, ifc Interface) {
 	rd.pl.wake()
 }
 
-// takeOffers starts reading the rings offered since the last call, and
-// drops the interfaces of targets EndTarget ended.
+// takeOffers does what offered announced: it starts reading the rings
+// offered since, drops the interfaces of targets EndTarget ended, and
+// gives the rings of a target whose exclusions changed the new program (a
+// ring opened meanwhile may carry the old one). The reader calls it only
+// when offered was set, so it may look at everything.
 func (rd *reader) takeOffers() error {
 	rd.mu.Lock()
 	offers := rd.pending
 	rd.pending = nil
-	rd.offered.Store(false)
 	rd.mu.Unlock()
 	for k, rr := range offers {
 		if err := rd.sink.AddInterface(rr.p.Interface, rr.ifc); err != nil {
@@ -738,53 +748,44 @@ func (rd *reader) takeOffers() error {
 	// After the offers: an interface of an ended target that was offered
 	// meanwhile is announced, then dropped like the others, so that its
 	// final counters follow an IDB as every interface's do (see end).
-	// Looked at only when something changed: nothing to clone on the
-	// reader's every quiet moment.
 	rd.s.mu.Lock()
-	var ended map[int]error
-	if len(rd.s.ended) > rd.endedSeen || (len(offers) > 0 && len(rd.s.ended) > 0) {
-		ended, rd.endedSeen = maps.Clone(rd.s.ended), len(rd.s.ended)
-	}
-	// A ring opened while the exclusions changed may carry the old ones.
-	var excl []exclusion
-	if rd.s.exclChanges != rd.exclSeen || (len(offers) > 0 && rd.s.cfg.Exclude != nil) {
-		rd.exclSeen = rd.s.exclChanges
-		excl = make([]exclusion, len(rd.s.targets))
-		for i, t := range rd.s.targets {
-			excl[i] = exclusion{t.excl, t.exclGen}
-		}
+	ended := maps.Clone(rd.s.ended)
+	excl := make([]exclusion, len(rd.s.targets))
+	for i, t := range rd.s.targets {
+		excl[i] = exclusion{t.excl, t.exclGen}
 	}
 	rd.s.mu.Unlock()
-	for _, rr := range rd.active {
-		if excl == nil {
-			break
+	for k := len(rd.active) - 1; k >= 0; k-- {
+		rr := rd.active[k]
+		if err, ok := ended[rr.ifc.Target]; ok {
+			rd.drop(k, err)
+			continue
 		}
 		e := excl[rr.ifc.Target]
 		if rr.r.exclGen == e.gen {
 			continue
 		}
-		prog, err := excludeProgram(rr.r.filterType, e.pairs, rr.r.userProg)
+		prog, err := excludeProgram(rr.r.filterType, e.eps, rr.r.userProg)
 		if err == nil {
 			err = rr.r.setFilter(prog)
 		}
 		if err != nil {
-			// The ring keeps its old program; the next change tries again.
+			// Kept going with the old program, the interface would take in
+			// what it must leave out (the service's own stream): it ends,
+			// saying why.
+			rd.drop(k, &OpError{Op: OpSetFilter, NetNS: rr.ifc.NetNS, Interface: rr.ifc.Name, Err: err})
 			continue
 		}
 		rr.r.exclGen = e.gen
 	}
-	for k := len(rd.active) - 1; k >= 0 && len(ended) > 0; k-- {
-		if err, ok := ended[rd.active[k].ifc.Target]; ok {
-			rd.drop(k, err)
-		}
-	}
 	return nil
 }
 
-// exclusion is one target's Config.Exclude pairs and their generation.
+// exclusion is one target's Config.Exclude endpoints and their
+// generation.
 type exclusion struct {
-	pairs []TCPPair
-	gen   uint64
+	eps []netip.AddrPort
+	gen uint64
 }
 
 // watchExclusions follows the changes of target t's exclusions until ctx
@@ -799,13 +800,12 @@ func (s *Session) watchExclusions(ctx context.Context, t *target, rd *reader) {
 			return
 		case <-ch:
 		}
-		pairs, next := s.cfg.Exclude.In(t.ino)
+		eps, next := s.cfg.Exclude.In(t.ino)
 		s.mu.Lock()
-		same := slices.Equal(pairs, t.excl)
-		t.excl, t.exclCh = pairs, next
+		same := slices.Equal(eps, t.excl)
+		t.excl, t.exclCh = eps, next
 		if !same {
 			t.exclGen++
-			s.exclChanges++
 		}
 		s.mu.Unlock()
 		if !same {
@@ -846,15 +846,21 @@ const ReorderWindow = 8 * time.Millisecond
 // that a step of the wall clock cannot hold a packet longer). A single
 // ring needs no wait.
 func (rd *reader) merge() (progressed bool, hold time.Duration, err error) {
-	wall := time.Now()
-	now := wall.UnixNano()
+	now := time.Now().UnixNano()
+	// A ring without a packet at hand is looked at once per call, not per
+	// packet: within the call only the ring a packet came from is read on.
+	// A block that a quiet ring hands over meanwhile holds packets at most
+	// a block timeout old, younger than any packet released while that
+	// ring had nothing (the hold below), so the order holds.
+	for _, rr := range rd.active {
+		if !rr.has {
+			rr.has = rr.r.head(&rr.p)
+		}
+	}
 	for range mergeBudget {
 		var best *readerRing
 		all := true
 		for _, rr := range rd.active {
-			if !rr.has {
-				rr.has = rr.r.head(&rr.p)
-			}
 			if !rr.has {
 				all = false
 				continue
@@ -867,11 +873,8 @@ func (rd *reader) merge() (progressed bool, hold time.Duration, err error) {
 			return progressed, 0, nil
 		}
 		if !all && best.p.Timestamp > now-int64(ReorderWindow) {
-			if best.heldSince.IsZero() {
-				best.heldSince = wall
-			}
-			if held := wall.Sub(best.heldSince); held < ReorderWindow {
-				return progressed, min(time.Duration(best.p.Timestamp+int64(ReorderWindow)-now), ReorderWindow-held), nil
+			if d := best.holdFor(); d > 0 {
+				return progressed, d, nil
 			}
 		}
 		progressed, best.seen, best.heldSince = true, true, time.Time{}
@@ -881,15 +884,31 @@ func (rd *reader) merge() (progressed bool, hold time.Duration, err error) {
 			best.r.closeBlock() // the refused packet and the rest: skipped
 			return true, 0, err
 		}
-		best.has = false
 		best.r.taken(&best.p)
+		best.has = best.r.head(&best.p)
 	}
 	return progressed, 0, nil
 }
 
-// run reads until the poller is stopped (nil), the Sink fails (its error),
-// a ring fails (that error) or every interface is gone (the first one's
-// error, wrapping ErrInterfaceGone).
+// holdFor returns how much longer rr's packet is held back while
+// another ring has nothing to compare it with: until it is ReorderWindow
+// old, or was held that long (a clock stepped back); 0 lets it go. It
+// reads the clock itself, not the merge call's: a write earlier in the
+// call may have blocked for long (a slow client), and the hold must count
+// from now. merge calls it once per call in the steady state: either the
+// call returns to hold, or a packet held for the window goes.
+func (rr *readerRing) holdFor() time.Duration {
+	now := time.Now()
+	young := time.Duration(rr.p.Timestamp + int64(ReorderWindow) - now.UnixNano())
+	if young <= 0 {
+		return 0
+	}
+	if rr.heldSince.IsZero() {
+		rr.heldSince = now
+	}
+	return max(min(young, ReorderWindow-now.Sub(rr.heldSince)), 0)
+}
+
 // drop ends interface k of the reader's set: its ring is closed (err
 // says why), its final counters kept; the first such error is what run
 // returns once no interface is left.
@@ -903,6 +922,9 @@ func (rd *reader) drop(k int, err error) {
 	}
 }
 
+// run reads until the poller is stopped (nil), the Sink fails (its error),
+// a ring fails (that error) or every interface is gone (the first one's
+// error, wrapping ErrInterfaceGone).
 func (rd *reader) run() error {
 	drop := rd.drop
 	opErr := func(rr *readerRing, op string, err error) error {
@@ -961,7 +983,7 @@ func (rd *reader) run() error {
 			// traffic: the housekeeping of a quiet moment must not wait
 			// for one. Joining interfaces are taken at once, the rest
 			// once a second.
-			if rd.offered.Load() {
+			if rd.offered.Swap(false) {
 				if err := rd.takeOffers(); err != nil {
 					return err
 				}
@@ -982,8 +1004,10 @@ func (rd *reader) run() error {
 		if err := rd.sink.Idle(); err != nil {
 			return err
 		}
-		if err := rd.takeOffers(); err != nil {
-			return err
+		if rd.offered.Swap(false) {
+			if err := rd.takeOffers(); err != nil {
+				return err
+			}
 		}
 		ever = ever || len(rd.active) > 0
 		if now := time.Now(); !now.Before(nextCheck) {
@@ -1015,8 +1039,9 @@ func (rd *reader) run() error {
 }
 
 // end finishes every ring the reader still has, and those offered but
-// not taken; it runs once the reader has stopped, on its goroutine. Rings of a reader that stopped normally, or because the Sink
-// failed, go to the Pool; after a ring error none does. They are finished
+// not taken; it runs once the reader has stopped, on its goroutine.
+// Rings of a reader that stopped normally, or because the Sink failed, go
+// to the Pool; after a ring error none does. They are finished
 // concurrently: handing a ring to the Pool waits a few block timeouts for
 // it to empty.
 func (rd *reader) end(err error) {

@@ -222,7 +222,7 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		return
 	}
 	ifaces := cs.Interfaces()
-	describe := describer(req, cs.Targets(), s.own.endpoints)
+	describe := describer(req, cs.Targets(), cs.Excluded)
 	names := make([]string, len(ifaces))
 	for i, f := range ifaces {
 		names[i] = describe(f).Name

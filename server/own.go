@@ -1,11 +1,15 @@
 package server
 
 import (
+	"cmp"
+	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
+	"syscall"
 
-	"github.com/packetflix/packetflix/capture"
+	"github.com/packetflix/packetflix/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,7 +31,7 @@ const maxOwnEndpoints = 64
 // let the handshake of the next client slip through before it is known.
 type ownConns struct {
 	mu   sync.Mutex
-	byNS map[uint64][]capture.TCPPair
+	byNS map[uint64][]netip.AddrPort
 	// changed is closed, and replaced, whenever any netns gains an
 	// endpoint: that is rare (a few times in the service's life), and a
 	// session that finds its own netns unchanged does nothing.
@@ -35,21 +39,14 @@ type ownConns struct {
 }
 
 func newOwnConns() *ownConns {
-	return &ownConns{byNS: map[uint64][]capture.TCPPair{}, changed: make(chan struct{})}
+	return &ownConns{byNS: map[uint64][]netip.AddrPort{}, changed: make(chan struct{})}
 }
 
 // In implements capture.Exclusions.
-func (o *ownConns) In(ino uint64) ([]capture.TCPPair, <-chan struct{}) {
+func (o *ownConns) In(ino uint64) ([]netip.AddrPort, <-chan struct{}) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.byNS[ino], o.changed
-}
-
-// endpoints returns the endpoints kept for netns ino.
-func (o *ownConns) endpoints(ino uint64) []capture.TCPPair {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.byNS[ino]
 }
 
 // add records that a client reached us at local in netns ino.
@@ -57,45 +54,45 @@ func (o *ownConns) add(ino uint64, local netip.AddrPort) {
 	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, p := range o.byNS[ino] {
-		if p.Local == local {
-			return
-		}
+	if slices.Contains(o.byNS[ino], local) {
+		return
 	}
 	if len(o.byNS[ino]) == maxOwnEndpoints {
 		return
 	}
 	// A new slice: In's callers hold the old one.
-	o.byNS[ino] = append(append([]capture.TCPPair(nil), o.byNS[ino]...), capture.TCPPair{Local: local})
+	o.byNS[ino] = append(slices.Clip(o.byNS[ino]), local)
 	close(o.changed)
 	o.changed = make(chan struct{})
 }
 
 // learn records the endpoint of an accepted connection, in the netns its
-// socket lives in (SIOCGSKNS), which is where the service listens: its
-// own netns, or any other it was given a listener in.
+// socket lives in, which is where the service listens: its own netns, or
+// any other it was given a listener in.
 func (o *ownConns) learn(c *net.TCPConn) {
-	local, ok := c.LocalAddr().(*net.TCPAddr)
-	if !ok {
-		return
-	}
-	rc, err := c.SyscallConn()
+	ns, err := socketNetNS(c)
 	if err != nil {
 		return
 	}
-	var ino uint64
-	_ = rc.Control(func(fd uintptr) {
-		nsfd, err := unix.IoctlRetInt(int(fd), unix.SIOCGSKNS)
-		if err != nil {
+	defer ns.Close()
+	o.add(ns.Inode(), c.LocalAddr().(*net.TCPAddr).AddrPort())
+}
+
+// socketNetNS opens the netns a socket lives in (SIOCGSKNS).
+func socketNetNS(c syscall.Conn) (*netns.NetNS, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var ns *netns.NetNS
+	cerr := rc.Control(func(fd uintptr) {
+		var nsfd int
+		if nsfd, err = unix.IoctlRetInt(int(fd), unix.SIOCGSKNS); err != nil {
+			err = fmt.Errorf("SIOCGSKNS: %w", err)
 			return
 		}
 		defer unix.Close(nsfd)
-		var st unix.Stat_t
-		if unix.Fstat(nsfd, &st) == nil {
-			ino = st.Ino
-		}
+		ns, err = netns.OpenPath(fmt.Sprintf("/proc/self/fd/%d", nsfd))
 	})
-	if ino != 0 {
-		o.add(ino, local.AddrPort())
-	}
+	return ns, cmp.Or(cerr, err)
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -32,10 +33,10 @@ func (s *Server) header(req *captureRequest, tgs []capture.TargetInfo, ifaces []
 // when two targets have an eth1 (a stream of one target keeps the plain
 // interface name, byte for byte as before).
 //
-// own gives the service's own endpoints in a netns, which the capture
-// leaves out unless the request said own=include; the IDB's comment then
-// says so (if_filter keeps the user's expression alone).
-func describer(req *captureRequest, tgs []capture.TargetInfo, own func(ino uint64) []capture.TCPPair) func(capture.Interface) pcapng.Interface {
+// excluded gives the service's own endpoints that a target's capture
+// leaves out (capture.Session.Excluded); the IDB's comment names them
+// (if_filter keeps the user's expression alone).
+func describer(req *captureRequest, tgs []capture.TargetInfo, excluded func(ti int) []netip.AddrPort) func(capture.Interface) pcapng.Interface {
 	refs := req.Targets
 	multi := len(tgs) > 1
 	return func(f capture.Interface) pcapng.Interface {
@@ -43,8 +44,8 @@ func describer(req *captureRequest, tgs []capture.TargetInfo, own func(ino uint6
 		if multi {
 			idb.Name = tgs[f.Target].Name + "/" + f.Name
 		}
-		if !req.OwnInclude && own != nil {
-			idb.Comment = ownComment(own(f.NetNS))
+		if excluded != nil {
+			idb.Comment = ownComment(excluded(f.Target))
 		}
 		return idb
 	}
@@ -52,7 +53,7 @@ func describer(req *captureRequest, tgs []capture.TargetInfo, own func(ino uint6
 
 // ownComment says which of the service's own connections a capture
 // leaves out; "" when none.
-func ownComment(eps []capture.TCPPair) string {
+func ownComment(eps []netip.AddrPort) string {
 	if len(eps) == 0 {
 		return ""
 	}
@@ -62,7 +63,7 @@ func ownComment(eps []capture.TCPPair) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(e.Local.String())
+		b.WriteString(e.String())
 	}
 	b.WriteString(" (own=include keeps them)")
 	return b.String()

@@ -141,7 +141,7 @@ func direction(t uint8) (pcapng.Direction, pcapng.Reception) {
 // nothing is gained by waiting, and an interactive capture sees packets at
 // once. The kernel's block timeout (capture.RingOptions) bounds how long a
 // packet waits before the reader sees it. A client that got no message for
-// out.idle is pinged instead.
+// Sender.Idle is pinged instead.
 func (s *Stream) Idle() error {
 	if len(s.buf) > 0 {
 		return s.flush()

@@ -54,7 +54,7 @@ func BenchmarkStreamWritePacket(b *testing.B) {
 
 // Test_streamWrites: the reader's own writes. Full messages go out when the
 // next EPB would not fit, Idle writes what is buffered, a quiet client is
-// pinged after out.idle, the first write error ends the stream (the session
+// pinged after Sender.Idle, the first write error ends the stream (the session
 // is told once) and nothing is written after it.
 func Test_streamWrites(t *testing.T) {
 	var msgs [][]byte
