@@ -23,6 +23,19 @@ const (
 	maxHeaderBytes    = 64 << 10
 )
 
+// Listening tells the Server a listener it is served on (any number of
+// them, made in any netns), so that a capture of that netns leaves out
+// the connections to it from the very first client on: see ownConns.
+// Without it, an endpoint is learned from the first connection accepted
+// on it, whose first segments a capture already running then takes in.
+func (s *Server) Listening(ln net.Listener) error {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return nil // not TCP: nothing a capture could take in
+	}
+	return s.own.listening(tl)
+}
+
 // Configure sets hs up to serve this Server: the handler, timeouts against
 // slow-header and slow-body clients, a header size limit, and TCP settings
 // that let the kernel notice a vanished client.

@@ -78,6 +78,45 @@ func (o *ownConns) learn(c *net.TCPConn) {
 	o.add(ns.Inode(), c.LocalAddr().(*net.TCPAddr).AddrPort())
 }
 
+// listening records a listener's endpoints before any client connects, so
+// that the very first client on each is left out from its first SYN: the
+// listener's address, or, for a wildcard listener, every address its netns
+// has now (IPv4 ones only for 0.0.0.0). An address added later is learned
+// from the first connection made to it.
+func (o *ownConns) listening(ln *net.TCPListener) error {
+	addr := ln.Addr().(*net.TCPAddr)
+	ns, err := socketNetNS(ln)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	ip := addr.AddrPort().Addr().Unmap()
+	if !ip.IsUnspecified() {
+		o.add(ns.Inode(), netip.AddrPortFrom(ip, uint16(addr.Port)))
+		return nil
+	}
+	v4only := ip.Is4()
+	var addrs []net.Addr
+	// net.InterfaceAddrs asks rtnetlink, whose socket belongs to the netns
+	// of the thread that makes it.
+	if err := netns.Do(ns, func() (err error) {
+		addrs, err = net.InterfaceAddrs()
+		return err
+	}); err != nil {
+		return fmt.Errorf("addresses of netns %d: %w", ns.Inode(), err)
+	}
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		if ip, ok := netip.AddrFromSlice(n.IP); ok && (!v4only || ip.Unmap().Is4()) {
+			o.add(ns.Inode(), netip.AddrPortFrom(ip, uint16(addr.Port)))
+		}
+	}
+	return nil
+}
+
 // socketNetNS opens the netns a socket lives in (SIOCGSKNS).
 func socketNetNS(c syscall.Conn) (*netns.NetNS, error) {
 	rc, err := c.SyscallConn()

@@ -32,6 +32,9 @@ func serveIn(t *testing.T, ns *netns.NetNS) int {
 		t.Fatal(err)
 	}
 	srv := server.New(server.Config{Log: zaptest.NewLogger(t), Version: "1.2.3-test", NodeName: "testnode", OS: "Linux"})
+	if err := srv.Listening(ln); err != nil {
+		t.Fatal(err)
+	}
 	hs := &http.Server{}
 	srv.Configure(hs)
 	go func() { _ = hs.Serve(ln) }()
@@ -81,7 +84,9 @@ func tcpOn(t *testing.T, data []byte, port int) (tcp, udp int) {
 // out, from the first SYN of a client that connects meanwhile, though
 // the user's filter asks for them; everything else is there; own=include
 // keeps them. On lo (client and service in one netns) and on an interface
-// (the client in another netns, across a veth).
+// (the client in another netns, across a veth), also for the very first
+// client ever on an address (the service listens on all of them: it knows
+// them from Listening, not from an earlier client).
 func TestIntegrationOwnTraffic(t *testing.T) {
 	a, b := testns.New(t), testns.New(t)
 	testns.Veth(t, a, "eth0", "198.18.0.1/24", b, "eth0", "198.18.0.2/24")
@@ -89,19 +94,27 @@ func TestIntegrationOwnTraffic(t *testing.T) {
 	port := serveIn(t, aNS)
 	a.UDP("0.0.0.0:4000") // the other traffic's receiver: no ICMP
 
+	// A client's netns and the service address it uses.
+	type via struct {
+		ns   *netns.NetNS
+		host string
+	}
+	lo, veth := via{aNS, "127.0.0.1"}, via{bNS, "198.18.0.1"}
 	for _, tc := range []struct {
+		name   string
 		nif    string
-		client *netns.NetNS
-		host   string
+		client via          // the capture's
+		mid    via          // the second client's, mid-capture
 		udp    *net.UDPConn // sends the other traffic
 		dst    string
 	}{
-		{"lo", aNS, "127.0.0.1", a.UDP("127.0.0.1:4001"), "127.0.0.1:4000"},
-		{"eth0", bNS, "198.18.0.1", b.UDP("198.18.0.2:4001"), "198.18.0.1:4000"},
+		{"eth0 first client there", "eth0", lo, veth, b.UDP("198.18.0.2:4002"), "198.18.0.1:4000"},
+		{"lo", "lo", lo, lo, a.UDP("127.0.0.1:4001"), "127.0.0.1:4000"},
+		{"eth0", "eth0", veth, veth, b.UDP("198.18.0.2:4001"), "198.18.0.1:4000"},
 	} {
-		t.Run(tc.nif, func(t *testing.T) {
-			base := fmt.Sprintf("http://%s:%d", tc.host, port)
-			hc := clientIn(tc.client)
+		t.Run(tc.name, func(t *testing.T) {
+			base := fmt.Sprintf("http://%s:%d", tc.client.host, port)
+			hc := clientIn(tc.client.ns)
 			q := url.Values{"netns": {fmt.Sprint(a.Inode)}, "nif": {tc.nif}, "filter": {fmt.Sprintf("tcp port %d or udp port 4000", port)}}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -116,7 +129,7 @@ func TestIntegrationOwnTraffic(t *testing.T) {
 			cl.waitPackets(20)
 			// A second client mid-capture: a connection that begins and
 			// ends.
-			resp, err := hc.Get(base + "/version")
+			resp, err := clientIn(tc.mid.ns).Get(fmt.Sprintf("http://%s:%d/version", tc.mid.host, port))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -132,7 +145,7 @@ func TestIntegrationOwnTraffic(t *testing.T) {
 				t.Fatalf("%d segments of our own connections, %d test datagrams; want 0 and 40", tcp, udp)
 			}
 			if ifc := parse(t, data).ifaces[0]; !strings.Contains(ifc.Comment, "leaves out its own connections here: TCP to and from ") ||
-				!strings.Contains(ifc.Comment, fmt.Sprintf("%s:%d", tc.host, port)) ||
+				!strings.Contains(ifc.Comment, fmt.Sprintf("%s:%d", tc.mid.host, port)) ||
 				ifc.Filter != q.Get("filter") {
 				t.Errorf("IDB comment %q, filter %q", ifc.Comment, ifc.Filter)
 			}
@@ -141,13 +154,15 @@ func TestIntegrationOwnTraffic(t *testing.T) {
 			// The plain-HTTP stream too; and own=include keeps them.
 			for _, own := range []string{"exclude", "include"} {
 				q := url.Values{"netns": {fmt.Sprint(a.Inode)}, "nif": {tc.nif}, "filter": {fmt.Sprintf("tcp port %d or udp port 4000", port)}, "own": {own}, "count": {"10"}}
-				resp, err := hc.Get(base + "/capture.pcapng?" + q.Encode())
+				// Through the interface captured: with include, the stream's
+				// own segments fill the count.
+				resp, err := clientIn(tc.mid.ns).Get(fmt.Sprintf("http://%s:%d/capture.pcapng?%s", tc.mid.host, port, q.Encode()))
 				if err != nil {
 					t.Fatal(err)
 				}
 				if own == "exclude" {
 					send(t, tc.udp, tc.dst, 'Q', 10)
-				} // with include, the stream's own segments fill the count
+				}
 				data, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if err != nil {

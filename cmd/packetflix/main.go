@@ -242,6 +242,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if err := srv.Listening(ln); err != nil {
+		// Captures then learn each endpoint from its first client.
+		log.Warn("cannot list the listener's addresses", zap.Error(err))
+	}
 	hs := &http.Server{ErrorLog: zap.NewStdLog(log.Named("http"))}
 	srv.Configure(hs)
 	log.Info("packetflix listening", zap.String("version", buildVersion()), zap.String("address", ln.Addr().String()))
