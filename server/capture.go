@@ -61,6 +61,9 @@ func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 		// check stays on as the second lock on the door browsers abuse.
 		OriginPatterns:  s.cfg.AllowOrigins,
 		CompressionMode: websocket.CompressionDisabled,
+		// Chosen when a page offers it with its token (protocolToken);
+		// clients that offer none get none.
+		Subprotocols: []string{wsProtocol},
 	})
 	if err != nil {
 		// Accept has already answered with an HTTP error.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"net"
 	"net/http"
 	"strings"
@@ -95,6 +96,9 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		tok, ok := bearerToken(r.Header.Get("Authorization"))
+		if !ok {
+			tok, ok = protocolToken(r)
+		}
 		got := sha256.Sum256([]byte(tok))
 		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 || !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="packetflix"`)
@@ -121,11 +125,38 @@ func bearerToken(h string) (string, bool) {
 	return tok, tok != ""
 }
 
+// Subprotocols of /capture. A browser's WebSocket cannot send an
+// Authorization header; a page offers the token as the subprotocol
+// tokenProtocolPrefix + base64url(token), next to wsProtocol, which the
+// server selects (a browser fails a connection whose answer selects none
+// of the protocols it offered), so the token is never echoed. A query
+// parameter would do too, but ends up in logs and browser history.
+const (
+	wsProtocol          = "packetflix"
+	tokenProtocolPrefix = "packetflix.token."
+)
+
+// protocolToken returns the token a WebSocket upgrade offers as a
+// subprotocol.
+func protocolToken(r *http.Request) (string, bool) {
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			enc, ok := strings.CutPrefix(strings.TrimSpace(p), tokenProtocolPrefix)
+			if !ok {
+				continue
+			}
+			tok, err := base64.RawURLEncoding.DecodeString(enc)
+			return string(tok), err == nil && len(tok) > 0
+		}
+	}
+	return "", false
+}
+
 // redactHeaders hides credentials from request logs.
 func redactHeaders(h http.Header) http.Header {
 	out := h.Clone()
 	for k := range out {
-		if strings.EqualFold(k, "Authorization") || strings.EqualFold(k, "Cookie") {
+		if strings.EqualFold(k, "Authorization") || strings.EqualFold(k, "Cookie") || strings.EqualFold(k, "Sec-WebSocket-Protocol") {
 			out[k] = []string{"REDACTED"}
 		}
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -355,5 +356,35 @@ func TestReadyzAuth(t *testing.T) {
 		if !strings.Contains(body, tt.want) {
 			t.Errorf("token %q: /readyz %s lacks %s", tt.token, body, tt.want)
 		}
+	}
+}
+
+// TestTokenSubprotocol: a page's WebSocket, which cannot send an
+// Authorization header, offers the token as a subprotocol; the server
+// selects the plain "packetflix" one (never echoing the token), and a
+// wrong token is refused before the upgrade.
+func TestTokenSubprotocol(t *testing.T) {
+	ts := newTestServer(t, Config{AuthToken: "s3cret"})
+	dial := func(token string) (*websocket.Conn, *http.Response, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http")+"/capture", &websocket.DialOptions{
+			Subprotocols: []string{wsProtocol, tokenProtocolPrefix + base64.RawURLEncoding.EncodeToString([]byte(token))},
+		})
+	}
+	c, _, err := dial("s3cret")
+	if err != nil {
+		t.Fatalf("token as subprotocol: %v", err)
+	}
+	if c.Subprotocol() != wsProtocol {
+		t.Errorf("selected subprotocol %q, want %q", c.Subprotocol(), wsProtocol)
+	}
+	// The request had no netns: refused after the upgrade, as always.
+	_, _, err = c.Read(context.Background())
+	if code := websocket.CloseStatus(err); code != websocket.StatusPolicyViolation {
+		t.Errorf("close %v, want 1008", err)
+	}
+	if _, resp, err := dial("wrong"); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("wrong token as subprotocol: err %v, resp %v", err, resp)
 	}
 }
