@@ -11,7 +11,6 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/packetflix/packetflix/capture"
-	"github.com/packetflix/packetflix/pcapng"
 	"github.com/packetflix/packetflix/session"
 	"go.uber.org/zap"
 )
@@ -267,16 +266,9 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 
 	// The reader has stopped: write what is left and the ISBs, then close.
 	now := time.Now()
-	var tail []byte
-	var total capture.Stats
 	final := cs.Stats()
-	for i, x := range final {
-		tail = pcapng.AppendISB(tail, uint32(i), now.UnixNano(), pcapng.Stats{
-			StartTime: ss.start.UnixNano(), EndTime: now.UnixNano(),
-			Received: x.Received, HasReceived: true,
-			Dropped: x.Dropped, HasDropped: true,
-			Delivered: x.Delivered, HasDelivered: true,
-		})
+	var total capture.Stats
+	for _, x := range final {
 		total.Received += x.Received
 		total.Dropped += x.Dropped
 		total.KernelDropped += x.KernelDropped
@@ -284,7 +276,7 @@ func (s *Server) session(connCtx context.Context, t transport, req *captureReque
 		total.Delivered += x.Delivered
 		total.Bytes += x.Bytes
 	}
-	sendErr := st.Finish(tail)
+	sendErr := st.Finish(session.ISBs(final, ss.start, now))
 	// Everything is sent: the close handshake that follows has timers of
 	// its own and must not be cut off by the abort.
 	stopAbort()

@@ -193,6 +193,22 @@ func (s *Stream) Finish(tail []byte) error {
 	return s.flush()
 }
 
+// ISBs are the final counters of a session's interfaces, one Interface
+// Statistics Block each (interface i is IDB i), for Finish: received and
+// dropped as the kernel and the reader counted them, delivered as written.
+func ISBs(stats []capture.Stats, start, end time.Time) []byte {
+	var b []byte
+	for i, x := range stats {
+		b = pcapng.AppendISB(b, uint32(i), end.UnixNano(), pcapng.Stats{
+			StartTime: start.UnixNano(), EndTime: end.UnixNano(),
+			Received: x.Received, HasReceived: true,
+			Dropped: x.Dropped, HasDropped: true,
+			Delivered: x.Delivered, HasDelivered: true,
+		})
+	}
+	return b
+}
+
 // AppendHeader puts b (the section header and first IDBs) in front of
 // everything else; call it before the capture runs. The first Idle writes
 // it.

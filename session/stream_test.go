@@ -3,6 +3,7 @@ package session
 import (
 	"bytes"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -162,5 +163,36 @@ func Test_streamAddInterfaceDescription(t *testing.T) {
 	}
 	if b.Type != pcapng.BlockTypeIDB || b.Interface.Name != "veth9" || b.Interface.Description != "netns 4026532999, target blue" {
 		t.Fatalf("block %#x %+v, want the IDB of veth9 with the session's description", b.Type, b.Interface)
+	}
+}
+
+// TestISBs: one ISB per interface, in order, with the session's counters,
+// read back by the pcapng reader.
+func TestISBs(t *testing.T) {
+	start, end := time.Unix(100, 0), time.Unix(160, 5)
+	b := pcapng.AppendSHB(nil, pcapng.SectionInfo{})
+	b = pcapng.AppendIDB(b, pcapng.Interface{LinkType: 1})
+	b = pcapng.AppendIDB(b, pcapng.Interface{LinkType: 1})
+	b = append(b, ISBs([]capture.Stats{{Received: 10, Dropped: 2, Delivered: 8}, {Received: 3, Delivered: 3}}, start, end)...)
+	r := pcapng.NewReader(bytes.NewReader(b))
+	var got []pcapng.Stats
+	var ids []uint32
+	for {
+		blk, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if blk.Stats != nil {
+			got = append(got, *blk.Stats)
+			ids = append(ids, blk.InterfaceID)
+		}
+	}
+	if len(got) != 2 || ids[0] != 0 || ids[1] != 1 ||
+		got[0].Received != 10 || got[0].Dropped != 2 || got[0].Delivered != 8 || got[1].Received != 3 ||
+		got[0].StartTime != start.UnixNano() || got[0].EndTime != end.UnixNano() {
+		t.Fatalf("ISBs read back: ids %v, %+v", ids, got)
 	}
 }
