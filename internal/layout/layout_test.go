@@ -21,6 +21,7 @@ var allowed = map[string][]string{
 	"discovery":       {"netns"},
 	"capture":         {"netns"},
 	"session":         {"capture", "pcapng", "netns"},
+	"flows":           {"capture", "netns"},
 	"server":          {"session", "capture", "pcapng", "netns", "discovery"},
 	"cmd/packetflix":  {"server", "session", "capture", "pcapng", "netns", "discovery"},
 	"cmd/pfcat":       {"pcapng"},
