@@ -16,7 +16,8 @@ BUILD_DEPS := gcc libpcap-dev
 # docker.io, podman and busybox-static: real Docker, Podman and
 # containerd/CRI engines for the discovery tests (started privately by the
 # tests, host networking left alone; containerd comes with docker.io).
-TEST_DEPS := $(BUILD_DEPS) tshark iproute2 docker.io podman busybox-static
+# chromium: the page's test drives it headless (server/page_linux_test.go).
+TEST_DEPS := $(BUILD_DEPS) tshark iproute2 docker.io podman busybox-static chromium
 BENCH_DEPS := $(TEST_DEPS) tcpdump curl
 
 .PHONY: all build run test test-under-load lint fuzz bench bench-full deps-build deps-test deps-bench clean image

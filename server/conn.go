@@ -80,10 +80,14 @@ func hijacked(r *http.Request) {
 }
 
 // openPaths need no token: /version, which clients call to identify the
-// service, and the probes and metrics scrapers, which carry none. This is
-// the one list in code; docs/openapi.yaml marks exactly these operations
-// `security: []`, and TestOpenAPISecurity holds the two together.
-var openPaths = map[string]bool{"/version": true, "/healthz": true, "/readyz": true, "/metrics": true}
+// service, the probes and metrics scrapers, which carry none, and the
+// page. This is the one list in code; docs/openapi.yaml marks exactly
+// these operations `security: []`, and TestOpenAPISecurity holds the two
+// together.
+var openPaths = map[string]bool{"/version": true, "/healthz": true, "/readyz": true, "/metrics": true,
+	// The page and its files (pagePaths): a browser loads the page before
+	// its user can type the token into it.
+	"/": true, "/web/app.js": true, "/web/style.css": true, "/web/icon.svg": true}
 
 // authenticate requires the bearer token on every other path.
 func (s *Server) authenticate(next http.Handler) http.Handler {

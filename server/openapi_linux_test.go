@@ -127,6 +127,10 @@ func TestIntegrationOpenAPI(t *testing.T) {
 		"GET /readyz 200":                  {locked, "GET", "/readyz"},
 		"GET /readyz 503":                  {dead, "GET", "/readyz"},
 		"GET /metrics 200":                 {locked, "GET", "/metrics"},
+		"GET / 200":                        {locked, "GET", "/"},
+		"GET /web/app.js 200":              {locked, "GET", "/web/app.js"},
+		"GET /web/style.css 200":           {locked, "GET", "/web/style.css"},
+		"GET /web/icon.svg 200":            {locked, "GET", "/web/icon.svg"},
 	}
 	for _, op := range ops {
 		if op == "GET /capture 101" {
