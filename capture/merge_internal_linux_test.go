@@ -122,6 +122,21 @@ func Test_merge(t *testing.T) {
 	}
 }
 
+// Test_mergeUnordered: with Config.Unordered a fresh packet goes at once,
+// though another ring has nothing to compare it with.
+func Test_mergeUnordered(t *testing.T) {
+	now := time.Now().UnixNano()
+	a := fakeRing([]int64{now}, 60)
+	b := fakeRing(nil, 60)
+	b.blockHdr(0).Block_status = 0 // the kernel's: nothing to read
+	o := &order{}
+	rd := newReader(o, a, b)
+	rd.unordered = true
+	if progressed, hold, err := rd.merge(); !progressed || hold != 0 || err != nil || len(o.got) != 1 {
+		t.Fatalf("unordered: progressed %v, hold %v, delivered %v", progressed, hold, o.got)
+	}
+}
+
 // Test_mergeAllocs: reading packets out of the rings and merging them
 // allocates nothing.
 func Test_mergeAllocs(t *testing.T) {

@@ -62,6 +62,12 @@ type Config struct {
 	// per interface), enforced like MaxInterfaces; 0 means no cap. Over
 	// it, Open fails with ErrSessionRingMemory.
 	MaxRingMemory int64
+	// Unordered hands packets to the Sink as each ring has them, without
+	// merging the rings in timestamp order: no packet is held back for
+	// ReorderWindow, and the reader wakes only for blocks. For a Sink that
+	// needs no order across interfaces (a flow table: a flow is one
+	// interface's); a pcapng stream wants the order.
+	Unordered bool
 	// Exclude, if set, names TCP traffic to leave out in each target's
 	// netns (the service's own connections), in the kernel, before the
 	// filter; when it changes, the rings of that netns get the new program
@@ -589,7 +595,7 @@ func (s *Session) Run(ctx context.Context, sink Sink) error {
 		return &OpError{Op: OpRead, NetNS: s.netns, Err: err}
 	}
 	defer pl.close()
-	rd := &reader{s: s, pl: pl, sink: sink}
+	rd := &reader{s: s, pl: pl, sink: sink, unordered: s.cfg.Unordered}
 	s.mu.Lock()
 	s.rd = rd
 	rd.offered.Store(len(s.ended) > 0)
@@ -685,8 +691,9 @@ type reader struct {
 	pl   *poller
 	sink Sink
 
-	active []*readerRing
-	gone   error // why the first interface left the set
+	active    []*readerRing
+	gone      error // why the first interface left the set
+	unordered bool  // Config.Unordered: nothing is held back
 
 	mu      sync.Mutex // guards pending and ended
 	pending []*readerRing
@@ -872,7 +879,7 @@ func (rd *reader) merge() (progressed bool, hold time.Duration, err error) {
 		if best == nil {
 			return progressed, 0, nil
 		}
-		if !all && best.p.Timestamp > now-int64(ReorderWindow) {
+		if !all && !rd.unordered && best.p.Timestamp > now-int64(ReorderWindow) {
 			if d := best.holdFor(); d > 0 {
 				return progressed, d, nil
 			}
