@@ -358,15 +358,8 @@ func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Sessio
 			return nil, err
 		}
 	}
-	if s.cfg.DenyHostNetNS {
-		self, err := s.cfg.Finder.Self()
-		if err != nil {
-			return nil, err
-		}
-		defer self.Close()
-		if slices.ContainsFunc(tgs, func(t capture.Target) bool { return t.NetNS.ID() == self.ID() }) {
-			return nil, errHostNetNS
-		}
+	if err := s.denyHost(tgs); err != nil {
+		return nil, err
 	}
 	var own capture.Exclusions
 	if !req.OwnInclude {

@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/packetflix/packetflix/capture"
 	"github.com/packetflix/packetflix/discovery"
 	"github.com/packetflix/packetflix/netns"
 	"go.uber.org/zap"
@@ -95,6 +97,37 @@ func (s *Server) discoveryProxy(upstream *url.URL) http.Handler {
 	}
 }
 
+// openTarget opens the netns of a target the discovery listed. The fd
+// pins what was opened; the process check confirms it is still the
+// namespace of the process the discovery named.
+func (s *Server) openTarget(t discovery.Target) (*netns.NetNS, error) {
+	ns, err := s.cfg.Finder.OpenInode(t.NetNS)
+	if err == nil && t.PID > 0 {
+		if err = s.cfg.Finder.CheckProcess(ns, t.PID, t.StartTime); err != nil {
+			ns.Close()
+			return nil, err
+		}
+	}
+	return ns, err
+}
+
+// denyHost refuses, under --deny-host-netns, a capture of the service's
+// own netns among tgs.
+func (s *Server) denyHost(tgs []capture.Target) error {
+	if !s.cfg.DenyHostNetNS {
+		return nil
+	}
+	self, err := s.cfg.Finder.Self()
+	if err != nil {
+		return err
+	}
+	defer self.Close()
+	if slices.ContainsFunc(tgs, func(t capture.Target) bool { return t.NetNS.ID() == self.ID() }) {
+		return errHostNetNS
+	}
+	return nil
+}
+
 // resolve turns a request into an open netns and the interfaces to
 // capture, following the reference forms of the container parameter
 // (docs/openapi.yaml):
@@ -137,14 +170,7 @@ func (s *Server) resolve(ctx context.Context, req targetRef) (*netns.NetNS, []st
 	if err != nil {
 		return nil, nil, &lookupError{Name: c.Name, Err: err}
 	}
-	ns, err := f.OpenInode(t.NetNS)
-	if err == nil && t.PID > 0 {
-		// The fd pins what we opened; this confirms it is still the
-		// namespace of the process discovery named.
-		if err = f.CheckProcess(ns, t.PID, t.StartTime); err != nil {
-			ns.Close()
-		}
-	}
+	ns, err := s.openTarget(t)
 	if err != nil {
 		return nil, nil, &lookupError{Name: c.Name, Err: fmt.Errorf("found in netns %d, which is gone: %w", t.NetNS, err)}
 	}

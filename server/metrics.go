@@ -53,7 +53,7 @@ func newMetrics(s *Server) *metrics {
 		Name: "packetflix_capture_targets_gone_total",
 		Help: "Capture targets whose network namespace was gone mid-capture (nothing but the capture held it); their interfaces ended.",
 	})
-	m.reg.MustRegister(m.sessions, m.setup, m.targetsGone, &liveCollector{s: s, m: m},
+	m.reg.MustRegister(m.sessions, m.setup, m.targetsGone, &liveCollector{s: s, m: m}, flowCollector{s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -160,4 +160,42 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(queued))
 	ch <- prometheus.MustNewConstMetric(descRingMem, prometheus.GaugeValue, float64(c.s.budget.InUse()))
 	ch <- prometheus.MustNewConstMetric(descRingMax, prometheus.GaugeValue, float64(c.s.budget.Max()))
+}
+
+var (
+	descFlowsTracked  = prometheus.NewDesc("packetflix_flows_tracked", "Flows in the tables of running flow captures (POST /api/capture) now.", nil, nil)
+	descFlowsCreated  = prometheus.NewDesc("packetflix_flows_created_total", "Flows started in flow captures' tables.", nil, nil)
+	descFlowsEvicted  = prometheus.NewDesc("packetflix_flows_evicted_total", "Flows ended to make room in a full table (--max-flows): the table's idlest flow.", nil, nil)
+	descFlowsExpired  = prometheus.NewDesc("packetflix_flows_expired_total", "Flows ended after 10 minutes without a packet.", nil, nil)
+	descFlowPackets   = prometheus.NewDesc("packetflix_flow_packets_total", "Packets counted into flows by flow captures.", nil, nil)
+	descFlowUndecoded = prometheus.NewDesc("packetflix_flow_packets_undecoded_total", "Packets flow captures read but could not count into a flow (unknown link type, truncated headers).", nil, nil)
+	descFlowKDropped  = prometheus.NewDesc("packetflix_flow_kernel_drops_total", "Packets the kernel dropped because a flow capture's ring was full.", nil, nil)
+	descFlowTargets   = prometheus.NewDesc("packetflix_flow_targets_active", "Targets flow-captured now (--max-flow-targets caps them).", nil, nil)
+	descFlowSubs      = prometheus.NewDesc("packetflix_flow_subscribers", "Clients of /ws/subscriber/flow now.", nil, nil)
+	descFlowMsgDrops  = prometheus.NewDesc("packetflix_flow_messages_dropped_total", "Flow update messages not sent to a /ws/subscriber/flow client that read too slowly (its queue was full).", nil, nil)
+)
+
+// flowCollector reports the flow captures' counters: totals of retired
+// targets plus the live tables', read at scrape time (flowRegistry.stats).
+type flowCollector struct{ s *Server }
+
+func (c flowCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descFlowsTracked, descFlowsCreated, descFlowsEvicted, descFlowsExpired, descFlowPackets,
+		descFlowUndecoded, descFlowKDropped, descFlowTargets, descFlowSubs, descFlowMsgDrops} {
+		ch <- d
+	}
+}
+
+func (c flowCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.flows.stats()
+	ch <- prometheus.MustNewConstMetric(descFlowsTracked, prometheus.GaugeValue, float64(st.Tracked))
+	ch <- prometheus.MustNewConstMetric(descFlowsCreated, prometheus.CounterValue, float64(st.Created))
+	ch <- prometheus.MustNewConstMetric(descFlowsEvicted, prometheus.CounterValue, float64(st.Evicted))
+	ch <- prometheus.MustNewConstMetric(descFlowsExpired, prometheus.CounterValue, float64(st.Expired))
+	ch <- prometheus.MustNewConstMetric(descFlowPackets, prometheus.CounterValue, float64(st.Packets))
+	ch <- prometheus.MustNewConstMetric(descFlowUndecoded, prometheus.CounterValue, float64(st.Undecoded))
+	ch <- prometheus.MustNewConstMetric(descFlowKDropped, prometheus.CounterValue, float64(st.kdrops))
+	ch <- prometheus.MustNewConstMetric(descFlowTargets, prometheus.GaugeValue, float64(st.targets))
+	ch <- prometheus.MustNewConstMetric(descFlowSubs, prometheus.GaugeValue, float64(st.subs))
+	ch <- prometheus.MustNewConstMetric(descFlowMsgDrops, prometheus.CounterValue, float64(st.dropped))
 }

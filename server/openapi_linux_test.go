@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -68,6 +70,11 @@ func TestIntegrationOpenAPI(t *testing.T) {
 	_, perClient := startServer(t, func(c *server.Config) { c.MaxSessionsPerClient = 1 })
 	_, broken := startServer(t, func(c *server.Config) { c.Ring = capture.RingOptions{BlockSize: 1000} }) // not a page multiple: setup fails
 	_, deny := startServer(t, func(c *server.Config) { c.DenyHostNetNS = true })
+	_, flowFull := startServer(t, func(c *server.Config) { c.MaxFlowTargets = 1 })
+	// Flow captures of a: one to delete, one that fills flowFull.
+	flowsOf := func(name string) string { return fmt.Sprintf("G.V().Has('Name', '%s')", name) }
+	flowID := startFlows(t, open, flowsOf(h.a.Name))
+	startFlows(t, flowFull, flowsOf(h.a.Name))
 	hold := dial(t, full, q("netns", ino(h.a)), nil)
 	hold.waitLive()
 	holdC := dial(t, perClient, q("netns", ino(h.a)), nil)
@@ -131,8 +138,57 @@ func TestIntegrationOpenAPI(t *testing.T) {
 		"GET /web/app.js 200":              {locked, "GET", "/web/app.js"},
 		"GET /web/style.css 200":           {locked, "GET", "/web/style.css"},
 		"GET /web/icon.svg 200":            {locked, "GET", "/web/icon.svg"},
+
+		// Skydive's flow API (flows.go); the bodies are in queries.
+		"POST /api/capture 200":        {open, "POST", "/api/capture"},
+		"POST /api/capture 400":        {open, "POST", "/api/capture"},
+		"POST /api/capture 401":        {locked, "POST", "/api/capture"},
+		"POST /api/capture 409":        {open, "POST", "/api/capture"},
+		"POST /api/capture 502":        {dead, "POST", "/api/capture"},
+		"POST /api/capture 503":        {flowFull, "POST", "/api/capture"},
+		"GET /api/capture 200":         {open, "GET", "/api/capture"},
+		"GET /api/capture 401":         {locked, "GET", "/api/capture"},
+		"DELETE /api/capture/{id} 200": {open, "DELETE", "/api/capture/" + flowID},
+		"DELETE /api/capture/{id} 401": {locked, "DELETE", "/api/capture/x"},
+		"DELETE /api/capture/{id} 404": {open, "DELETE", "/api/capture/nope"},
+		"POST /api/topology 200":       {open, "POST", "/api/topology"},
+		"POST /api/topology 400":       {open, "POST", "/api/topology"},
+		"POST /api/topology 401":       {locked, "POST", "/api/topology"},
+		"POST /api/topology 502":       {dead, "POST", "/api/topology"},
+		"GET /ws/subscriber/flow 426":  {open, "GET", "/ws/subscriber/flow"},
+		"GET /ws/subscriber/flow 401":  {locked, "GET", "/ws/subscriber/flow"},
+	}
+	// The GremlinQuery of each POST (200 runs before 409, which finds
+	// a's target taken by flowID).
+	queries := map[string]string{
+		"POST /api/capture 200": flowsOf(h.b.Name), "POST /api/capture 400": "G.V().Out()",
+		"POST /api/capture 401": "G.V()", "POST /api/capture 409": flowsOf(h.a.Name),
+		"POST /api/capture 502": "G.V()", "POST /api/capture 503": flowsOf(h.b.Name),
+		"POST /api/topology 200": "G.Flows().Count()", "POST /api/topology 400": "G.V().Out()",
+		"POST /api/topology 401": "G.V()", "POST /api/topology 502": "G.V()",
 	}
 	for _, op := range ops {
+		if op == "GET /ws/subscriber/flow 101" {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(open.URL, "http")+"/ws/subscriber/flow", nil)
+			cancel()
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Errorf("%s: %v %v", op, resp, err)
+				continue
+			}
+			c.CloseNow()
+			continue
+		}
+		if op == "GET /ws/subscriber/flow 403" {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(open.URL, "http")+"/ws/subscriber/flow",
+				&websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"http://evil.example"}}})
+			cancel()
+			if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+				t.Errorf("%s: %v %v", op, resp, err)
+			}
+			continue
+		}
 		if op == "GET /capture 101" {
 			// The WebSocket upgrade itself.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -162,7 +218,12 @@ func TestIntegrationOpenAPI(t *testing.T) {
 			continue
 		}
 		want, _ := strconv.Atoi(op[strings.LastIndexByte(op, ' ')+1:])
-		r, _ := http.NewRequest(rq.method, rq.srv.URL+rq.path, nil)
+		var reqBody io.Reader
+		if q, ok := queries[op]; ok {
+			b, _ := json.Marshal(map[string]string{"GremlinQuery": q})
+			reqBody = bytes.NewReader(b)
+		}
+		r, _ := http.NewRequest(rq.method, rq.srv.URL+rq.path, reqBody)
 		resp, err := http.DefaultClient.Do(r)
 		if err != nil {
 			t.Fatalf("%s: %v", op, err)

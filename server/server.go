@@ -103,6 +103,17 @@ type Config struct {
 	// ReadyCacheAge is how long /readyz reuses a discovery result instead
 	// of listing again; 0 means DefaultReadyCacheAge.
 	ReadyCacheAge time.Duration
+
+	// Flow captures (POST /api/capture, flows.go): MaxFlows caps each
+	// captured target's flow table (0: flows.DefaultMaxFlows);
+	// MaxFlowTargets caps the targets flow-captured at once, over all
+	// flow captures, which do not count toward MaxSessions (0:
+	// DefaultMaxFlowTargets, negative: no cap); FlowInterval is how often
+	// /ws/subscriber/flow pushes the flows updated since (0:
+	// DefaultFlowInterval).
+	MaxFlows       int
+	MaxFlowTargets int
+	FlowInterval   time.Duration
 }
 
 // Defaults for Config.
@@ -149,6 +160,7 @@ type Server struct {
 	budget      *capture.Budget
 	ready       readyCache
 	own         *ownConns // where clients reach us: captures leave it out
+	flows       *flowRegistry
 }
 
 // New returns a Server.
@@ -204,6 +216,7 @@ func New(cfg Config) *Server {
 	s.base, s.shutdown = context.WithCancel(context.Background())
 	s.hard, s.hardStop = context.WithCancel(context.Background())
 	s.started = time.Now()
+	s.flows = newFlowRegistry(s)
 	s.metrics = newMetrics(s)
 	if cfg.IdleRings > 0 {
 		s.pool = capture.NewPool(cfg.IdleRings, cfg.IdleRingTTL)
@@ -230,6 +243,12 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /api/v1/info", s.handleInfo)
 	s.mux.HandleFunc("GET /api/v1/config", s.handleConfig)
 	s.mux.HandleFunc("/api/", s.apiNotFound)
+	// Skydive's flow API (flows.go).
+	s.mux.HandleFunc("POST /api/capture", s.handleFlowCaptureCreate)
+	s.mux.HandleFunc("GET /api/capture", s.handleFlowCaptures)
+	s.mux.HandleFunc("DELETE /api/capture/{id}", s.handleFlowCaptureDelete)
+	s.mux.HandleFunc("POST /api/topology", s.handleTopology)
+	s.mux.HandleFunc("GET /ws/subscriber/flow", s.handleFlowSubscriber)
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))

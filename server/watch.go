@@ -8,7 +8,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// watchNetNS ends sessions whose network namespace is gone. The capture's
+// watchNetNS ends the targets, of client sessions and flow captures,
+// whose network namespace is gone. The capture's
 // own sockets keep a namespace alive after its container has exited or its
 // bind mount was removed, and its interfaces with it, so the kernel never
 // tells the readers; instead, one scan of /proc per interval, for all
@@ -28,18 +29,7 @@ func (s *Server) watchNetNS(interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		s.mu.Lock()
-		type watched struct {
-			ss      *liveSession
-			targets []capture.TargetInfo
-		}
-		var active []watched
-		for _, ss := range s.sessions {
-			if ss.cs != nil {
-				active = append(active, watched{ss, ss.cs.Targets()})
-			}
-		}
-		s.mu.Unlock()
+		active := s.watchedCaptures()
 		if len(active) == 0 {
 			continue
 		}
@@ -52,22 +42,46 @@ func (s *Server) watchNetNS(interval time.Duration) {
 			// A target that is gone ends its interfaces only; the
 			// capture's reader ends the session when no interface of any
 			// target is left, with this reason.
-			if len(w.ss.misses) != len(w.targets) {
-				w.ss.misses = make([]int, len(w.targets))
+			if len(*w.misses) != len(w.targets) {
+				*w.misses = make([]int, len(w.targets))
 			}
 			for i, t := range w.targets {
 				if _, ok := live[t.NetNS]; ok {
-					w.ss.misses[i] = 0
+					(*w.misses)[i] = 0
 					continue
 				}
-				if w.ss.misses[i]++; w.ss.misses[i] == 2 {
+				if (*w.misses)[i]++; (*w.misses)[i] == 2 {
 					if len(w.targets) > 1 {
-						s.log.Info("capture target gone", zap.String("session", w.ss.id), zap.String("target", t.Name), zap.Uint64("netns", t.NetNS))
+						s.log.Info("capture target gone", zap.String(w.key, w.id), zap.String("target", t.Name), zap.Uint64("netns", t.NetNS))
 					}
 					s.metrics.targetsGone.Inc()
-					w.ss.cs.EndTarget(i, fmt.Errorf("%w: nothing but this capture holds netns %d", errNetNSGone, t.NetNS))
+					w.cs.EndTarget(i, fmt.Errorf("%w: nothing but this %s holds netns %d", errNetNSGone, w.what, t.NetNS))
 				}
 			}
 		}
 	}
+}
+
+// watched is a capture whose targets watchNetNS checks: a client's
+// session, or a target of a flow capture.
+type watched struct {
+	cs      *capture.Session
+	targets []capture.TargetInfo
+	misses  *[]int // per target, scans in a row without a holder; owned by watchNetNS
+	key     string // "session" or "flow_capture", as the logs name it
+	id      string
+	what    string // "capture" or "flow capture", as close reasons name it
+}
+
+// watchedCaptures lists every running capture, of clients and of flows.
+func (s *Server) watchedCaptures() []watched {
+	s.mu.Lock()
+	var ws []watched
+	for _, ss := range s.sessions {
+		if ss.cs != nil {
+			ws = append(ws, watched{ss.cs, ss.cs.Targets(), &ss.misses, "session", ss.id, "capture"})
+		}
+	}
+	s.mu.Unlock()
+	return append(ws, s.flows.watched()...)
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/packetflix/packetflix/capture"
 	"github.com/packetflix/packetflix/discovery"
+	"github.com/packetflix/packetflix/flows"
 	"github.com/packetflix/packetflix/server"
 	flag "github.com/spf13/pflag"
 	"go.uber.org/zap"
@@ -123,6 +124,9 @@ func run() error {
 	maxPerClient := fs.Int("max-sessions-per-client", server.DefaultMaxSessionsPerClient, "most concurrent capture sessions of one client address (IPv4 address or IPv6 /64; 0: no cap)")
 	allowOrigins := fs.StringArray("allow-origin", nil, "a web origin whose pages may use the API besides the service's own host: host pattern (*.example.com) or scheme://host pattern; repeatable")
 	allowHosts := fs.StringArray("allow-host", nil, "a host name (pattern, optional :port) requests may name in Host; when given, other names get 421 (addresses and localhost always work); repeatable")
+	flowInterval := fs.Duration("flow-interval", server.DefaultFlowInterval, "how often /ws/subscriber/flow sends the flows updated since (at least 10ms)")
+	maxFlows := fs.Int("max-flows", flows.DefaultMaxFlows, fmt.Sprintf("flows tracked per flow-captured target (POST /api/capture); at the cap a new flow evicts the idlest (%d bytes each, 1-%d)", flows.SlotSize, flows.MaxMaxFlows))
+	maxFlowTargets := fs.Int("max-flow-targets", server.DefaultMaxFlowTargets, "most targets flow-captured at once, over all flow captures (0: no cap)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, end sessions (ISBs, close) within this long; clients that do not read are cut off before it ends")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -158,6 +162,15 @@ func run() error {
 		if sessionRing == 0 {
 			sessionRing = -1
 		}
+	}
+	if *flowInterval < 10*time.Millisecond {
+		return fmt.Errorf("--flow-interval %v is under 10ms", *flowInterval)
+	}
+	if *maxFlows < 1 || *maxFlows > flows.MaxMaxFlows {
+		return fmt.Errorf("--max-flows %d out of range 1-%d", *maxFlows, flows.MaxMaxFlows)
+	}
+	if *maxFlowTargets < 0 {
+		return fmt.Errorf("--max-flow-targets %d is negative", *maxFlowTargets)
 	}
 	for _, p := range append(slices.Clone(*allowOrigins), *allowHosts...) {
 		if err := server.CheckPattern(p); err != nil {
@@ -233,6 +246,10 @@ func run() error {
 		MaxSessionsPerClient: perClientConfig(*maxPerClient),
 		AllowOrigins:         *allowOrigins,
 		AllowHosts:           *allowHosts,
+
+		FlowInterval:   *flowInterval,
+		MaxFlows:       *maxFlows,
+		MaxFlowTargets: int(noCapIfZero(int64(*maxFlowTargets))),
 	})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -4,9 +4,13 @@
 // builds a hub netns with N spoke netns on veth pairs, starts bin/packetflix,
 // captures udp on every spoke's eth0 over one WebSocket and sends from the
 // hub round-robin to a sink address behind each spoke, which the spoke drops.
+// With -mode flows it measures flow captures instead: one POST /api/capture
+// per spoke (all its interfaces, counted into a flow table, no stream), the
+// packets counted read from the sink flows' counters (POST /api/topology).
 // Not part of the product; needs root and the integration-test lock:
 //
 //	flock /tmp/pf-priv.lock go run ./scripts/targetbench -rate 50000
+//	flock /tmp/pf-priv.lock go run ./scripts/targetbench -rate 50000 -mode flows
 package main
 
 import (
@@ -79,6 +83,7 @@ var (
 	dur      = flag.Duration("dur", 5*time.Second, "length of the measured phase")
 	size     = flag.Int("size", 64, "UDP payload bytes")
 	jsonPath = flag.String("json", "", "write the JSON lines here instead of stdout")
+	mode     = flag.String("mode", "pcapng", "pcapng: one WebSocket capture of all targets (netns=, nif=eth0, filter udp); flows: a flow capture (POST /api/capture) of each target")
 )
 
 func main() {
@@ -111,6 +116,9 @@ func run() error {
 	if *reps < 1 || *rate < 1 || *size < 0 || *dur <= 0 {
 		return errors.New("-reps, -rate and -dur must be positive, -size not negative")
 	}
+	if *mode != "pcapng" && *mode != "flows" {
+		return fmt.Errorf("-mode %q: pcapng or flows", *mode)
+	}
 	out := os.Stdout
 	if *jsonPath != "" {
 		var err error
@@ -119,7 +127,7 @@ func run() error {
 		}
 		defer out.Close()
 	}
-	spokes, fds, err := topology(slices.Max(counts))
+	spokes, pids, fds, err := topology(slices.Max(counts))
 	if err != nil {
 		return err
 	}
@@ -130,7 +138,13 @@ func run() error {
 	byN := map[int][]result{}
 	for _, n := range counts {
 		for rep := 1; rep <= *reps; rep++ {
-			r, err := measure(svc, spokes[:n], fds[:n])
+			var r result
+			var err error
+			if *mode == "flows" {
+				r, err = measureFlows(svc, pids[:n], fds[:n])
+			} else {
+				r, err = measure(svc, spokes[:n], fds[:n])
+			}
 			if err != nil {
 				return fmt.Errorf("%d targets, rep %d: %w", n, rep, err)
 			}
@@ -145,9 +159,10 @@ func run() error {
 }
 
 // topology creates the hub and n spokes, every netns registered for
-// deletion before it exists. It returns the spokes' inodes and, per spoke,
-// a hub socket connected to its sink: connected, a send does no route lookup.
-func topology(n int) (inos []uint64, fds []int, err error) {
+// deletion before it exists. It returns the spokes' inodes, the PIDs of
+// their processes and, per spoke, a hub socket connected to its sink:
+// connected, a send does no route lookup.
+func topology(n int) (inos []uint64, pids []int, fds []int, err error) {
 	pid := os.Getpid()
 	hubName := fmt.Sprintf("pftb-hub-%d", pid)
 	names := []string{hubName}
@@ -163,12 +178,12 @@ func topology(n int) (inos []uint64, fds []int, err error) {
 			[]string{"ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
 				"net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.ip_forward=0"},
 			[]string{"ip", "-n", name, "link", "set", "lo", "up"}); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	hub, err := netns.OpenPath("/run/netns/" + hubName)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer hub.Close()
 	clean.add(func() {
@@ -191,17 +206,19 @@ func topology(n int) (inos []uint64, fds []int, err error) {
 			// forwarding, drops it without an answer.
 			[]string{"ip", "-n", hubName, "neigh", "replace", fmt.Sprintf("198.18.%d.3", k),
 				"lladdr", mac, "dev", h, "nud", "permanent"}); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		// Real targets have processes; a netns with one looks like them.
 		c := exec.Command("ip", "netns", "exec", spoke, "sleep", "infinity")
 		if err := c.Start(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		clean.add(func() { _ = c.Process.Kill(); _ = c.Wait() })
+		// ip netns exec execs sleep: the same PID, which names the target.
+		pids = append(pids, c.Process.Pid)
 		ns, err := netns.OpenPath("/run/netns/" + spoke)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		inos = append(inos, ns.Inode())
 		ns.Close()
@@ -214,10 +231,10 @@ func topology(n int) (inos []uint64, fds []int, err error) {
 			return unix.Connect(fd, &unix.SockaddrInet4{Port: 9, Addr: [4]byte{198, 18, byte(k), 3}})
 		})
 		if err != nil {
-			return nil, nil, fmt.Errorf("socket in hub: %w", err)
+			return nil, nil, nil, fmt.Errorf("socket in hub: %w", err)
 		}
 	}
-	return inos, fds, nil
+	return inos, pids, fds, nil
 }
 
 // runAll runs commands in order and stops at the first that fails.
@@ -375,6 +392,145 @@ func measure(svc int, spokes []uint64, fds []int) (result, error) {
 	return r, err
 }
 
+// api sends a JSON request to the service and decodes the answer into out
+// (if not nil); a status other than 200 is an error.
+func api(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d%s", *port, path), rd)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}
+
+// flowPackets sums the packets of the sink flows (to port 9) of every
+// flow capture: a topology query, which costs the service far less than a
+// /metrics scrape while its CPU is being measured.
+func flowPackets() (int64, error) {
+	var fs []struct {
+		Metric struct{ ABPackets, BAPackets int64 }
+	}
+	if err := api("POST", "/api/topology", map[string]string{"GremlinQuery": "G.Flows().Has('Transport.B', 9)"}, &fs); err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, f := range fs {
+		n += f.Metric.ABPackets + f.Metric.BAPackets
+	}
+	return n, nil
+}
+
+// flowsQuiet returns the packets counted once the count has not changed
+// for d, or fails after limit.
+func flowsQuiet(d, limit time.Duration) (int64, error) {
+	last, err := flowPackets()
+	if err != nil {
+		return 0, err
+	}
+	since := time.Now()
+	for end := time.Now().Add(limit); time.Since(since) < d; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			return 0, fmt.Errorf("packets still counted after %v", limit)
+		}
+		n, err := flowPackets()
+		if err != nil {
+			return 0, err
+		}
+		if n != last {
+			last, since = n, time.Now()
+		}
+	}
+	return last, nil
+}
+
+// measureFlows is measure for flow captures: one POST /api/capture per
+// spoke, selected by its process's netns path, the packets counted read
+// from the flows.
+func measureFlows(svc int, pids []int, fds []int) (result, error) {
+	var ids []string
+	defer func() {
+		for _, id := range ids {
+			_ = api("DELETE", "/api/capture/"+id, nil, nil)
+		}
+	}()
+	for _, pid := range pids {
+		var c struct{ UUID string }
+		q := fmt.Sprintf("G.V().Has('Path', '/proc/%d/ns/net')", pid)
+		if err := api("POST", "/api/capture", map[string]string{"GremlinQuery": q}, &c); err != nil {
+			return result{}, err
+		}
+		ids = append(ids, c.UUID)
+	}
+	// Live once every spoke's sink flow has counted a probe.
+	payload := make([]byte, *size)
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var n int
+		if err := api("POST", "/api/topology", map[string]string{"GremlinQuery": "G.Flows().Has('Transport.B', 9).Count()"}, &n); err != nil {
+			return result{}, err
+		}
+		if n == len(pids) {
+			break
+		}
+		if time.Now().After(end) {
+			return result{}, fmt.Errorf("flow captures not live after 10s: %d of %d sink flows", n, len(pids))
+		}
+		for _, fd := range fds {
+			_, _ = unix.Write(fd, payload)
+		}
+	}
+	base, err := flowsQuiet(200*time.Millisecond, 10*time.Second)
+	if err != nil {
+		return result{}, err
+	}
+	cpu0, err := cpuTicks(svc)
+	if err != nil {
+		return result{}, err
+	}
+	var r result
+	total := int(float64(*rate) * dur.Seconds())
+	start := time.Now()
+	for i := 0; i < total; {
+		el := time.Since(start)
+		for due := min(total, int(float64(*rate)*el.Seconds())); i < due; i++ {
+			if _, err := unix.Write(fds[i%len(fds)], payload); err != nil {
+				r.SendErrors++
+			} else {
+				r.Sent++
+			}
+		}
+		time.Sleep(time.Until(start.Add(el.Truncate(time.Millisecond) + time.Millisecond)))
+	}
+	r.AchievedPPS = float64(r.Sent) / time.Since(start).Seconds()
+	counted, err := flowsQuiet(500*time.Millisecond, 30*time.Second)
+	if err != nil {
+		return result{}, err
+	}
+	cpu1, err := cpuTicks(svc)
+	if err != nil {
+		return result{}, err
+	}
+	r.Captured = counted - base
+	r.CPUSeconds = float64(cpu1-cpu0) / 100 // USER_HZ
+	r.CPUPerMpkt = r.CPUSeconds / float64(max(r.Captured, 1)) * 1e6
+	return r, nil
+}
+
 // cpuTicks returns utime+stime of pid, fields 14 and 15 of its stat.
 func cpuTicks(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -392,8 +548,8 @@ func cpuTicks(pid int) (int64, error) {
 }
 
 func report(counts []int, byN map[int][]result) {
-	fmt.Printf("\nService CPU per million captured packets, %d pps in total, %d-byte UDP payload, %v per run; median [min–max] of %d runs\n\n",
-		*rate, *size, *dur, *reps)
+	fmt.Printf("\nService CPU per million captured packets (%s), %d pps in total, %d-byte UDP payload, %v per run; median [min–max] of %d runs\n\n",
+		*mode, *rate, *size, *dur, *reps)
 	fmt.Println("| targets | CPU s / M pkts | vs 1 target | send rate (pps) | captured / sent |")
 	fmt.Println("|---:|---:|---:|---:|---:|")
 	cpu := func(r result) float64 { return r.CPUPerMpkt }
