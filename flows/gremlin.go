@@ -180,10 +180,8 @@ func (q *Query) MatchFlows(fs []Flow) []Flow {
 }
 
 func match[T any](q *Query, in []T) []T {
-	out := make([]T, 0, len(in))
-	for i := range in {
-		out = append(out, in[i])
-	}
+	// Never nil: an empty answer is [] in JSON. Filtered in place below.
+	out := append(make([]T, 0, len(in)), in...)
 	for _, st := range q.steps {
 		if st.conds == nil {
 			out = out[:min(len(out), st.limit)]
