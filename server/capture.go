@@ -19,9 +19,40 @@ import (
 // ISBs and close frame to a client that has stopped reading.
 const finishTimeout = 5 * time.Second
 
-const upgradeText = "Hello! This is the packetflix capture service. /capture streams packets over " +
-	"the WebSocket protocol only; please connect with a WebSocket client (ws://), " +
-	"for example csharg or its Wireshark plugin.\n"
+// upgradeRequired answers a plain HTTP request to a WebSocket path with
+// 426 and a text a person who opened it in a browser can act on; what says
+// what the path does ("/capture streams packets").
+func upgradeRequired(w http.ResponseWriter, what string) {
+	w.Header().Set("Upgrade", "websocket")
+	w.Header().Set("Connection", "Upgrade")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusUpgradeRequired)
+	_, _ = w.Write([]byte("Hello! This is the packetflix capture service. " + what + " over " +
+		"the WebSocket protocol only; please connect with a WebSocket client (ws://), " +
+		"for example csharg or its Wireshark plugin.\n"))
+}
+
+// accept upgrades r to a WebSocket on a gated connection (gate.go),
+// without the connection's HTTP deadlines; false when the upgrade failed
+// (Accept has answered with an HTTP error then).
+func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, *gatedWriter, bool) {
+	gw := &gatedWriter{ResponseWriter: w}
+	c, err := websocket.Accept(gw, r, &websocket.AcceptOptions{
+		// guard has checked Origin by the same rule already; Accept's own
+		// check stays on as the second lock on the door browsers abuse.
+		OriginPatterns:  s.cfg.AllowOrigins,
+		CompressionMode: websocket.CompressionDisabled,
+		// Chosen when a page offers it with its token (protocolToken);
+		// clients that offer none get none.
+		Subprotocols: []string{wsProtocol},
+	})
+	if err != nil {
+		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
+		return nil, nil, false
+	}
+	hijacked(r)
+	return c, gw, true
+}
 
 // isUpgrade reports whether r asks for a WebSocket upgrade (RFC 6455 4.2.1).
 func isUpgrade(r *http.Request) bool {
@@ -45,31 +76,14 @@ func headerHasToken(h http.Header, key, token string) bool {
 // can show (a browser cannot read the body of a refused upgrade).
 func (s *Server) handleCapture(w http.ResponseWriter, r *http.Request) {
 	if !isUpgrade(r) {
-		w.Header().Set("Upgrade", "websocket")
-		w.Header().Set("Connection", "Upgrade")
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusUpgradeRequired)
-		_, _ = w.Write([]byte(upgradeText))
+		upgradeRequired(w, "/capture streams packets")
 		return
 	}
 	req, perr := parseCaptureRequest(r)
-
-	gw := &gatedWriter{ResponseWriter: w}
-	c, err := websocket.Accept(gw, r, &websocket.AcceptOptions{
-		// guard has checked Origin by the same rule already; Accept's own
-		// check stays on as the second lock on the door browsers abuse.
-		OriginPatterns:  s.cfg.AllowOrigins,
-		CompressionMode: websocket.CompressionDisabled,
-		// Chosen when a page offers it with its token (protocolToken);
-		// clients that offer none get none.
-		Subprotocols: []string{wsProtocol},
-	})
-	if err != nil {
-		// Accept has already answered with an HTTP error.
-		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
+	c, gw, ok := s.accept(w, r)
+	if !ok {
 		return
 	}
-	hijacked(r)
 	// connCtx ends when the client closes or the connection dies.
 	connCtx := c.CloseRead(context.Background())
 	s.session(connCtx, &wsTransport{c: c, ctx: s.untilHardStop(connCtx), gate: gw.gate, co: gw.co, timeout: s.cfg.ClientTimeout}, req, perr, r.RemoteAddr)

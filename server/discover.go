@@ -39,17 +39,26 @@ type lookupError struct {
 func (e *lookupError) Error() string { return fmt.Sprintf("lookup %q: %v", e.Name, e.Err) }
 func (e *lookupError) Unwrap() error { return e.Err }
 
-// handleList answers /discover/mobyshark and /mobyshark from the
-// configured discovery, in GhostWire's shape, so csharg's `list` works
-// against this service alone.
-func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), discoveryTimeout)
+// listTargets asks the discovery for every target, within
+// discoveryTimeout; /readyz learns how that went, the log why it failed.
+func (s *Server) listTargets(ctx context.Context) ([]discovery.Target, error) {
+	ctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
 	defer cancel()
 	start := time.Now()
 	ts, err := s.cfg.Discovery.List(ctx)
 	s.ready.note(discoveryName(s.cfg), len(ts), time.Since(start), err)
 	if err != nil {
 		s.log.Warn("discovery failed", zap.Error(err))
+	}
+	return ts, err
+}
+
+// handleList answers /discover/mobyshark and /mobyshark from the
+// configured discovery, in GhostWire's shape, so csharg's `list` works
+// against this service alone.
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	ts, err := s.listTargets(r.Context())
+	if err != nil {
 		http.Error(w, "discovery failed: "+err.Error(), http.StatusBadGateway)
 		return
 	}

@@ -272,13 +272,8 @@ func nodeOf(host string, t discovery.Target) flows.Node {
 // nodes lists the targets as nodes, in the discovery's order, and the
 // targets by node ID.
 func (s *Server) nodes(ctx context.Context) ([]flows.Node, map[string]discovery.Target, error) {
-	ctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
-	defer cancel()
-	start := time.Now()
-	ts, err := s.cfg.Discovery.List(ctx)
-	s.ready.note(discoveryName(s.cfg), len(ts), time.Since(start), err)
+	ts, err := s.listTargets(ctx)
 	if err != nil {
-		s.log.Warn("discovery failed", zap.Error(err))
 		return nil, nil, apiFail(http.StatusBadGateway, "discovery failed: %v", err)
 	}
 	ns := make([]flows.Node, 0, len(ts))
@@ -291,44 +286,34 @@ func (s *Server) nodes(ctx context.Context) ([]flows.Node, map[string]discovery.
 	return ns, byID, nil
 }
 
-// readQuery reads the GremlinQuery (and Skydive's BPFFilter) of a JSON
-// body; other fields Skydive's clients send (Name, Description, ...) are
-// ignored.
-func readQuery(w http.ResponseWriter, r *http.Request) (query, filter string, err error) {
+// readQuery reads and parses the GremlinQuery (and Skydive's BPFFilter)
+// of a JSON body; other fields Skydive's clients send (Name, Description,
+// ...) are ignored. A *flows.QueryError becomes a 400.
+func readQuery(w http.ResponseWriter, r *http.Request) (q *flows.Query, text, filter string, err error) {
 	var body struct {
 		GremlinQuery string `json:"GremlinQuery"`
 		BPFFilter    string `json:"BPFFilter"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxQueryBody)).Decode(&body); err != nil {
-		return "", "", apiFail(http.StatusBadRequest, "the body must be a JSON object with a GremlinQuery: %v", err)
+		return nil, "", "", apiFail(http.StatusBadRequest, "the body must be a JSON object with a GremlinQuery: %v", err)
 	}
 	if strings.TrimSpace(body.GremlinQuery) == "" {
-		return "", "", apiFail(http.StatusBadRequest, "no GremlinQuery in the body")
+		return nil, "", "", apiFail(http.StatusBadRequest, "no GremlinQuery in the body")
 	}
 	if len(body.BPFFilter) > maxFilterLen {
-		return "", "", apiFail(http.StatusBadRequest, "BPFFilter is longer than %d bytes", maxFilterLen)
+		return nil, "", "", apiFail(http.StatusBadRequest, "BPFFilter is longer than %d bytes", maxFilterLen)
 	}
-	return body.GremlinQuery, body.BPFFilter, nil
-}
-
-// parseQuery parses q; a *flows.QueryError becomes a 400.
-func parseQuery(q string) (*flows.Query, error) {
-	query, err := flows.ParseQuery(q)
+	q, err = flows.ParseQuery(body.GremlinQuery)
 	if err != nil {
-		return nil, apiFail(http.StatusBadRequest, "%v", err)
+		return nil, "", "", apiFail(http.StatusBadRequest, "%v", err)
 	}
-	return query, nil
+	return q, body.GremlinQuery, body.BPFFilter, nil
 }
 
 // handleTopology answers POST /api/topology: G.V() over the targets,
 // G.Flows() over the running flow captures.
 func (s *Server) handleTopology(w http.ResponseWriter, r *http.Request) {
-	q, _, err := readQuery(w, r)
-	if err != nil {
-		writeAPIError(w, err)
-		return
-	}
-	query, err := parseQuery(q)
+	query, _, _, err := readQuery(w, r)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -355,12 +340,7 @@ type FlowCaptureInfo struct {
 
 // handleFlowCaptureCreate answers POST /api/capture.
 func (s *Server) handleFlowCaptureCreate(w http.ResponseWriter, r *http.Request) {
-	q, filter, err := readQuery(w, r)
-	if err != nil {
-		writeAPIError(w, err)
-		return
-	}
-	query, err := parseQuery(q)
+	query, q, filter, err := readQuery(w, r)
 	if err != nil {
 		writeAPIError(w, err)
 		return
@@ -817,23 +797,13 @@ func (r *flowRegistry) unsubscribe(sub *flowSub) uint64 {
 // write blocked for ClientTimeout ends the connection.
 func (s *Server) handleFlowSubscriber(w http.ResponseWriter, r *http.Request) {
 	if !isUpgrade(r) {
-		w.Header().Set("Upgrade", "websocket")
-		w.Header().Set("Connection", "Upgrade")
-		http.Error(w, "Hello! This is the packetflix capture service. /ws/subscriber/flow sends flow updates over the WebSocket protocol only; "+
-			"please connect with a WebSocket client (ws://).", http.StatusUpgradeRequired)
+		upgradeRequired(w, "/ws/subscriber/flow sends flow updates")
 		return
 	}
-	gw := &gatedWriter{ResponseWriter: w}
-	c, err := websocket.Accept(gw, r, &websocket.AcceptOptions{
-		OriginPatterns:  s.cfg.AllowOrigins,
-		CompressionMode: websocket.CompressionDisabled,
-		Subprotocols:    []string{wsProtocol},
-	})
-	if err != nil {
-		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
+	c, gw, ok := s.accept(w, r)
+	if !ok {
 		return
 	}
-	hijacked(r)
 	// No ISBs to send before a close: the client's close frame passes at
 	// once. The gate is kept to close the connection under the library at
 	// a shutdown's hard stop.

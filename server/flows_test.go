@@ -16,7 +16,6 @@ import (
 	"github.com/coder/websocket"
 	"github.com/packetflix/packetflix/discovery"
 	"github.com/packetflix/packetflix/flows"
-	"go.uber.org/zap/zaptest"
 )
 
 var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
@@ -110,19 +109,7 @@ func TestFlowAPIRequests(t *testing.T) {
 		{Name: "blue", Type: discovery.TypeBindMount, NetNS: 4026532391},
 		{Name: "web-1", Type: discovery.TypeDocker, NetNS: 4026532389, PID: 4242},
 	}
-	cfg := Config{Log: zaptest.NewLogger(t), NodeName: "node1", Discovery: targets}
-	srv := New(cfg)
-	ts := httptest.NewUnstartedServer(nil)
-	srv.Configure(ts.Config)
-	ts.Start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		ts.Close()
-	})
+	_, ts := startTestServer(t, Config{NodeName: "node1", Discovery: targets})
 
 	code, body := post(t, ts.URL+"/api/topology", `{"GremlinQuery":"G.V()"}`)
 	var nodes []flows.Node
@@ -186,19 +173,7 @@ func udpPacket(src, dst [4]byte, sport, dport uint16) []byte {
 // not tick by itself unless interval says so.
 func feedServer(t *testing.T, interval time.Duration, maxFlows int) (*Server, *httptest.Server, *flows.Table) {
 	t.Helper()
-	srv := New(Config{Log: zaptest.NewLogger(t), NodeName: "node1", Discovery: fakeDiscovery{}, FlowInterval: interval,
-		NetNSCheckInterval: time.Hour, MaxFlows: maxFlows})
-	ts := httptest.NewUnstartedServer(nil)
-	srv.Configure(ts.Config)
-	ts.Start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		ts.Close()
-	})
+	srv, ts := startTestServer(t, Config{NodeName: "node1", FlowInterval: interval, NetNSCheckInterval: time.Hour, MaxFlows: maxFlows})
 	tb, err := flows.New(flows.Config{MaxFlows: srv.flows.maxFlows, NodeTID: "t1"})
 	if err != nil {
 		t.Fatal(err)

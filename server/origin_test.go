@@ -175,8 +175,19 @@ func (fakeDiscovery) Lookup(context.Context, string, string) (discovery.Target, 
 
 func newTestServer(t *testing.T, cfg Config) *httptest.Server {
 	t.Helper()
+	_, ts := startTestServer(t, cfg)
+	return ts
+}
+
+// startTestServer serves cfg (with a test logger, and a discovery that
+// knows nothing unless cfg has one) until the test ends; a shutdown that
+// fails fails the test.
+func startTestServer(t *testing.T, cfg Config) (*Server, *httptest.Server) {
+	t.Helper()
 	cfg.Log = zaptest.NewLogger(t)
-	cfg.Discovery = fakeDiscovery{}
+	if cfg.Discovery == nil {
+		cfg.Discovery = fakeDiscovery{}
+	}
 	srv := New(cfg)
 	ts := httptest.NewUnstartedServer(nil)
 	srv.Configure(ts.Config)
@@ -184,10 +195,12 @@ func newTestServer(t *testing.T, cfg Config) *httptest.Server {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(ctx)
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
 		ts.Close()
 	})
-	return ts
+	return srv, ts
 }
 
 // do sends one request and returns the status and body.

@@ -85,11 +85,9 @@ func (s *Server) withPeers(ctx context.Context, req *captureRequest, tgs []captu
 // that fails or is slow only costs the names (netns:INODE instead).
 func (s *Server) netnsNames(ctx context.Context) map[uint64]discovery.Target {
 	names := map[uint64]discovery.Target{}
-	lctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
-	defer cancel()
-	list, err := s.cfg.Discovery.List(lctx)
+	list, err := s.listTargets(ctx)
 	if err != nil {
-		s.log.Info("peer=1: discovery failed, peers in other netns are named by inode", zap.Error(err))
+		s.log.Info("peer=1: peers in other netns are named by inode", zap.Error(err))
 	}
 	rank := func(typ string) int {
 		switch typ {
