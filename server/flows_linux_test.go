@@ -570,3 +570,21 @@ func TestIntegrationFlowLimits(t *testing.T) {
 		t.Errorf("rings left after shutdown: %s", info)
 	}
 }
+
+// TestIntegrationFlowTargetGone: the namespace watcher that ends client
+// sessions' targets ends a flow capture's too; the capture stays listed
+// (as in Skydive) with Count 0.
+func TestIntegrationFlowTargetGone(t *testing.T) {
+	x := testns.New(t)
+	_, ts := startServer(t, func(c *server.Config) { c.NetNSCheckInterval = 100 * time.Millisecond })
+	id := startFlows(t, ts, fmt.Sprintf("G.V().Has('Name', '%s')", x.Name))
+	x.Delete() // only the capture holds it now
+	waitUntil(t, "the flow capture's target to end", func() bool {
+		code, body := httpGet(t, ts.URL+"/api/capture")
+		var list map[string]server.FlowCaptureInfo
+		return code == 200 && json.Unmarshal([]byte(body), &list) == nil && list[id].UUID == id && list[id].Count == 0
+	})
+	if v := metricValue(t, ts, "packetflix_capture_targets_gone_total"); v != 1 {
+		t.Errorf("targets gone %v, want 1", v)
+	}
+}
