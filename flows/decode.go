@@ -111,15 +111,16 @@ func (l layer) String() string {
 	return ""
 }
 
-// maxPath bounds a LayersPath: Ethernet, two VLAN tags, IPv6, four
-// extension headers, AH, the transport and ICMPv6's message layer fit.
-const maxPath = 12
+// maxPath bounds a LayersPath: the link layer, its VLAN tags, IP, every
+// extension header the decoder walks, the transport and ICMP's message
+// layer all fit, so no layer it decoded is left out of the path.
+const maxPath = 1 + maxVLANTags + 1 + maxExt6 + 2
 
 // Decoding limits: more tags or extension headers than this and the
 // decoder stops at what it has (no ports), rather than loop on a crafted
 // packet.
 const (
-	maxVLANTags = 4
+	maxVLANTags = 2 // as many as the key holds (vlans)
 	maxExt6     = 8
 )
 
@@ -201,8 +202,10 @@ func (p *packetInfo) decode(linkType uint16, data []byte, auxVLAN uint32) bool {
 		}
 		etype = binary.BigEndian.Uint16(data[12:14])
 		data = data[14:]
-		for i := 0; isVLAN(etype); i++ {
-			if i == maxVLANTags || len(data) < 4 {
+		for isVLAN(etype) {
+			// The key holds maxVLANTags tags, the kernel's included:
+			// flows that differed only in a deeper one would merge.
+			if int(p.nvlan) == maxVLANTags || len(data) < 4 {
 				p.etype = etype
 				return true // an L2 flow: its tags say too little
 			}
@@ -241,6 +244,9 @@ func (p *packetInfo) decode(linkType uint16, data []byte, auxVLAN uint32) bool {
 		data = data[20:]
 	default:
 		return false
+	}
+	if etype < 0x0600 {
+		etype = 0 // an 802.3 length (LLC: STP, CDP), not a type: one flow per MAC pair
 	}
 	p.etype = etype
 	switch etype {

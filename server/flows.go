@@ -67,8 +67,7 @@ import (
 //
 // Goroutines. Each target's capture runs on a goroutine of its own
 // (flowRegistry.run), and one goroutine per Server (flowRegistry.loop)
-// pushes to subscribers; it runs while there is a flow capture or a
-// subscriber. The namespace watcher of every capture (watchNetNS) ends a
+// pushes to subscribers; it runs while there is a subscriber. The namespace watcher of every capture (watchNetNS) ends a
 // target whose namespace is gone. Every one of them, and every
 // subscriber's handler, is counted in Server.wg and ends with Server.base,
 // so Shutdown ends and waits for them like for the pcapng sessions.
@@ -98,8 +97,9 @@ const (
 	// flowsPerMessage bounds one subscriber message (about 700 bytes of
 	// JSON per flow): a push of more flows is split.
 	flowsPerMessage = 512
-	// flowSubQueue is how many messages wait for one subscriber; a push
-	// that finds its queue full drops the message for it and counts it.
+	// flowSubQueue is how many pushes wait for one subscriber (each one
+	// or more messages: a push of 4,096 flows is 8); a push that finds its
+	// queue full is dropped for it, its messages counted.
 	flowSubQueue = 8
 	// maxFlowSubscribers bounds the subscriber connections.
 	maxFlowSubscribers = 64
@@ -192,8 +192,8 @@ type flowNode struct {
 
 // flowSub is one subscriber connection.
 type flowSub struct {
-	ch      chan []byte
-	dropped uint64 // under flowRegistry.mu
+	ch      chan [][]byte // pushes, each its messages
+	dropped uint64        // under flowRegistry.mu
 }
 
 func newFlowRegistry(s *Server) *flowRegistry {
@@ -466,7 +466,6 @@ func (r *flowRegistry) start(ctx context.Context, query, filter string, matched 
 	for _, n := range fc.nodes {
 		r.live[n] = fc
 	}
-	r.ensureLoopLocked()
 	r.mu.Unlock()
 	names := make([]string, len(fc.nodes))
 	for i, n := range fc.nodes {
@@ -676,7 +675,8 @@ func (r *flowRegistry) ensureLoopLocked() {
 }
 
 // loop pushes updated flows to the subscribers every interval, while
-// there is a flow capture or a subscriber.
+// there is a subscriber (the flows' updates wait in their tables until
+// one comes).
 func (r *flowRegistry) loop() {
 	defer r.s.wg.Done()
 	push := time.NewTicker(r.interval)
@@ -692,7 +692,7 @@ func (r *flowRegistry) loop() {
 			r.push()
 		}
 		r.mu.Lock()
-		if len(r.captures) == 0 && len(r.subs) == 0 {
+		if len(r.subs) == 0 {
 			r.looping = false
 			r.mu.Unlock()
 			return
@@ -740,13 +740,11 @@ func (r *flowRegistry) push() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for sub := range r.subs {
-		for _, m := range msgs {
-			select {
-			case sub.ch <- m:
-			default:
-				sub.dropped++
-				r.dropped++
-			}
+		select {
+		case sub.ch <- msgs:
+		default:
+			sub.dropped += uint64(len(msgs))
+			r.dropped += uint64(len(msgs))
 		}
 	}
 }
@@ -773,7 +771,7 @@ func (r *flowRegistry) subscribe() (*flowSub, error) {
 	if !r.s.track(1) {
 		return nil, errShutdown
 	}
-	sub := &flowSub{ch: make(chan []byte, flowSubQueue)}
+	sub := &flowSub{ch: make(chan [][]byte, flowSubQueue)}
 	r.subs[sub] = struct{}{}
 	r.ensureLoopLocked()
 	return sub, nil
@@ -841,20 +839,22 @@ func (s *Server) handleFlowSubscriber(w http.ResponseWriter, r *http.Request) {
 		case <-connCtx.Done():
 			c.CloseNow()
 			return
-		case m := <-sub.ch:
-			wctx, cancel := context.WithTimeout(ctx, s.cfg.ClientTimeout)
-			gw.co.begin()
-			err := c.Write(wctx, websocket.MessageText, m)
-			if e := gw.co.end(); err == nil {
-				err = e
+		case msgs := <-sub.ch:
+			for _, m := range msgs {
+				wctx, cancel := context.WithTimeout(ctx, s.cfg.ClientTimeout)
+				gw.co.begin()
+				err := c.Write(wctx, websocket.MessageText, m)
+				if e := gw.co.end(); err == nil {
+					err = e
+				}
+				cancel()
+				if err != nil {
+					log.Info("flow subscriber write failed", zap.Error(err))
+					c.CloseNow()
+					return
+				}
+				sent++
 			}
-			cancel()
-			if err != nil {
-				log.Info("flow subscriber write failed", zap.Error(err))
-				c.CloseNow()
-				return
-			}
-			sent++
 			active = true
 		case <-ping.C:
 			if active {

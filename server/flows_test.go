@@ -253,8 +253,10 @@ func TestFlowSubscriber(t *testing.T) {
 	}
 }
 
-// TestFlowPush: a push of many flows is split, and a subscriber whose
-// queue is full loses messages, counted, while the others get them.
+// TestFlowPush: a push of many flows is split into messages that reach a
+// subscriber together, however many (a queue counts pushes, not
+// messages), and a subscriber whose queue is full loses whole pushes,
+// counted in messages, while the others get them.
 func TestFlowPush(t *testing.T) {
 	t.Parallel()
 	srv, ts, tb := feedServer(t, time.Hour, 1024)
@@ -277,9 +279,9 @@ func TestFlowPush(t *testing.T) {
 	feed(flowsPerMessage+88, 1)
 	r.push()
 	var sizes []int
-	for len(fast.ch) > 0 {
+	for _, m := range <-fast.ch {
 		var msg flowMessage
-		if err := json.Unmarshal(<-fast.ch, &msg); err != nil {
+		if err := json.Unmarshal(m, &msg); err != nil {
 			t.Fatal(err)
 		}
 		sizes = append(sizes, len(msg.Obj))
@@ -287,7 +289,8 @@ func TestFlowPush(t *testing.T) {
 	if len(sizes) != 2 || sizes[0] != flowsPerMessage || sizes[1] != 88 {
 		t.Errorf("messages of %v flows, want [%d 88]", sizes, flowsPerMessage)
 	}
-	// slow holds 2; flowSubQueue more pushes of one message each.
+	// slow holds that push; flowSubQueue more of one message each: the
+	// last finds its queue full.
 	for round := range flowSubQueue {
 		feed(1, round+2)
 		r.push()
@@ -299,11 +302,11 @@ func TestFlowPush(t *testing.T) {
 	r.mu.Lock()
 	dropped, total := slow.dropped, r.dropped
 	r.mu.Unlock()
-	if dropped != 2 || total != 2 {
-		t.Errorf("dropped %d for the slow subscriber, %d in all; want 2", dropped, total)
+	if dropped != 1 || total != 1 {
+		t.Errorf("dropped %d for the slow subscriber, %d in all; want 1", dropped, total)
 	}
 	_, body := do(t, "GET", ts.URL+"/metrics", nil)
-	for _, want := range []string{"packetflix_flow_messages_dropped_total 2", "packetflix_flow_subscribers 2",
+	for _, want := range []string{"packetflix_flow_messages_dropped_total 1", "packetflix_flow_subscribers 2",
 		"packetflix_flows_tracked 600", "packetflix_flows_created_total 600", "packetflix_flow_targets_active 1"} {
 		if !strings.Contains(body, want+"\n") {
 			t.Errorf("/metrics lacks %q", want)
@@ -334,5 +337,37 @@ func TestFlowSubscriberCap(t *testing.T) {
 	var ce websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || !strings.Contains(ce.Reason, "too many flow subscribers") {
 		t.Fatalf("subscriber over the cap: %v", err)
+	}
+}
+
+// TestFlowPushLarge: one push of more messages than a subscriber's queue
+// holds reaches it whole (the queue counts pushes).
+func TestFlowPushLarge(t *testing.T) {
+	t.Parallel()
+	const n = (flowSubQueue + 1) * flowsPerMessage
+	srv, _, tb := feedServer(t, time.Hour, n)
+	r := srv.flows
+	sub, err := r.subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.unsubscribe(sub)
+	for i := range n {
+		tb.Packet(0, flows.LinkTypeRaw, udpPacket([4]byte{198, 18, 0, 1}, [4]byte{198, 18, byte(i >> 8), byte(i)}, 1000, 53), 1, 28)
+	}
+	r.push()
+	got := 0
+	for _, m := range <-sub.ch {
+		var msg flowMessage
+		if err := json.Unmarshal(m, &msg); err != nil {
+			t.Fatal(err)
+		}
+		got += len(msg.Obj)
+	}
+	r.mu.Lock()
+	dropped := r.dropped
+	r.mu.Unlock()
+	if got != n || dropped != 0 {
+		t.Fatalf("subscriber got %d of %d flows, %d messages dropped", got, n, dropped)
 	}
 }
