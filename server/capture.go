@@ -383,7 +383,7 @@ func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Sessio
 	if req.Buffer > 0 {
 		ring.NumBlocks = int(max(req.Buffer/int64(ring.BlockSize), 1))
 	}
-	return capture.OpenContext(ctx, capture.Config{
+	return s.openCapture(ctx, capture.Config{
 		Targets:     tgs,
 		Filter:      req.Filter,
 		Snaplen:     req.Snaplen,
@@ -392,11 +392,16 @@ func (s *Server) open(ctx context.Context, req *captureRequest) (*capture.Sessio
 		// A size the client asked for is kept or refused; the default
 		// shrinks to let a netns with many interfaces fit the cap.
 		FitRing: req.Buffer == 0,
-		Pool:    s.pool,
 		Exclude: own,
-
-		MaxInterfaces: max(s.cfg.MaxInterfacesPerSession, 0),
-		MaxRingMemory: max(s.cfg.MaxSessionRingMemory, 0),
-		Budget:        s.budget,
 	})
+}
+
+// openCapture opens cfg with what every capture of the service shares:
+// the ring pool, the ring memory budget and the per-session caps.
+func (s *Server) openCapture(ctx context.Context, cfg capture.Config) (*capture.Session, error) {
+	cfg.Pool = s.pool
+	cfg.Budget = s.budget
+	cfg.MaxInterfaces = max(s.cfg.MaxInterfacesPerSession, 0)
+	cfg.MaxRingMemory = max(s.cfg.MaxSessionRingMemory, 0)
+	return capture.OpenContext(ctx, cfg)
 }

@@ -493,7 +493,7 @@ func (s *Server) openFlowTarget(ctx context.Context, t discovery.Target, filter 
 	if err := s.denyHost(tgs); err != nil {
 		return nil, err
 	}
-	return capture.OpenContext(ctx, capture.Config{
+	return s.openCapture(ctx, capture.Config{
 		Targets: tgs,
 		Filter:  filter,
 		Snaplen: flows.Snaplen,
@@ -503,13 +503,8 @@ func (s *Server) openFlowTarget(ctx context.Context, t discovery.Target, filter 
 		Promiscuous: false,
 		Ring:        flowRing,
 		FitRing:     true,
-		Pool:        s.pool,
 		Exclude:     s.own,
 		Unordered:   true,
-
-		MaxInterfaces: max(s.cfg.MaxInterfacesPerSession, 0),
-		MaxRingMemory: max(s.cfg.MaxSessionRingMemory, 0),
-		Budget:        s.budget,
 	})
 }
 
@@ -625,11 +620,11 @@ func (r *flowRegistry) flows() []flows.Flow {
 	r.mu.Lock()
 	ts := r.tablesLocked()
 	r.mu.Unlock()
-	var fs []flows.Flow
-	for _, t := range ts {
-		fs = append(fs, t.Flows()...)
+	parts := make([][]flows.Flow, len(ts))
+	for i, t := range ts {
+		parts[i] = t.Flows()
 	}
-	return fs
+	return slices.Concat(parts...) // one copy, sized once
 }
 
 // flowStats are the counters of /metrics.
